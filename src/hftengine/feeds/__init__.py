@@ -1,0 +1,1 @@
+"""Feeds: where option-chain snapshots come from (simulator, DhanHQ, recorded files)."""

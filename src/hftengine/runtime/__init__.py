@@ -1,0 +1,1 @@
+"""Embedded services for the one-machine default: the Tansu broker and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Storage: numbered SQL migrations, the idempotent COPY sink and the query layer."""
