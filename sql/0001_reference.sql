@@ -25,10 +25,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     underlying        text,
     key               bytea,
     value             bytea,
+    dlq_partition     integer,            -- position of the record in the dead-letter topic
+    dlq_offset        bigint,
     stored_ts         timestamptz NOT NULL DEFAULT now()
 );
--- A replayed dead letter from the same topic position is stored once.
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_position_idx
-    ON dead_letters (source_topic, source_partition, source_offset)
-    WHERE source_topic IS NOT NULL AND source_offset IS NOT NULL;
+-- A dead letter re-read from the same dead-letter-topic position is stored once.
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_dlq_position_idx
+    ON dead_letters (dlq_partition, dlq_offset);
 CREATE INDEX IF NOT EXISTS dead_letters_failed_ts_idx ON dead_letters (failed_ts);

@@ -255,12 +255,13 @@ class PostgresChainStore:
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO dead_letters (failed_ts, stage, error_type, reason, source_topic, "
-                    "source_partition, source_offset, schema_id, underlying, key, value) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    "source_partition, source_offset, schema_id, underlying, key, value, dlq_partition, dlq_offset) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     [
                         (d["failed_ts"], d["stage"], d["error_type"], d["reason"], d.get("source_topic"),
                          d.get("source_partition"), d.get("source_offset"), d.get("schema_id"),
-                         d.get("underlying"), d.get("key"), d.get("value"))
+                         d.get("underlying"), d.get("key"), d.get("value"), d.get("dlq_partition"),
+                         d.get("dlq_offset"))
                         for d in letters
                     ],
                 )

@@ -1,0 +1,1 @@
+"""Thin Faust agents: decode → pure kernels → emit."""

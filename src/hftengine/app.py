@@ -1,0 +1,64 @@
+"""The Faust application factory (no import-time side effects)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from hftengine.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: bool = True) -> faust.App:
+    """Build the worker app: topics, the enrich and sink agents, metrics.
+
+    ``datadir`` holds the worker's local table state.  With the embedded
+    (memory-only) broker the CLI passes a directory specific to that broker
+    run, so no stale local state or offsets from an earlier broker are reused.
+    """
+    from hftengine.agents import deadletter, enrich, sink
+    from hftengine.agents.context import WorkerContext
+
+    datadir = datadir or settings.data_dir / "worker"
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker_url,
+        key_serializer="raw",
+        value_serializer="raw",
+        store="rocksdb://",
+        datadir=str(datadir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.consumer_session_timeout_s / 3),
+        broker_request_timeout=max(30.0, settings.consumer_session_timeout_s * 2),
+        broker_rebalance_timeout=max(30.0, settings.consumer_session_timeout_s * 2),
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=8_000_000,
+        producer_linger=0.005,
+        producer_compression_type="lz4",
+        web_enabled=web_enabled,
+        web_port=settings.worker_web_port,
+        web_host="127.0.0.1",
+        stream_wait_empty=False,
+    )
+    ctx = WorkerContext(settings)
+    app_any: Any = app
+    app_any.hft_context = ctx
+    raw = app.topic(settings.raw_topic, partitions=settings.topic_partitions)
+    enriched = app.topic(settings.enriched_topic, partitions=settings.topic_partitions)
+    dead = app.topic(settings.deadletter_topic, partitions=1)
+    enrich.register(app, ctx, raw, enriched, dead)
+    sink.register(app, ctx, enriched, dead)
+    deadletter.register(app, ctx, dead)
+
+    @app.on_before_shutdown.connect  # type: ignore[misc]
+    async def _close(app: faust.App, **kwargs: Any) -> None:
+        ctx.close()
+
+    return app
