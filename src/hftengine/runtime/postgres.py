@@ -44,6 +44,13 @@ def _run_as() -> str | None:
     return _SYSTEM_USER
 
 
+def _as_user(user: str | None) -> dict[str, object]:
+    """subprocess arguments that drop root completely (uid, gid and groups)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": user, "extra_groups": [], "cwd": "/"}
+
+
 def _make_traversable(path: Path) -> None:
     """Let the unprivileged server user reach ``path`` (o+x on every parent)."""
     for p in [path, *path.parents]:
@@ -80,7 +87,7 @@ class EmbeddedPostgres:
         subprocess.run(
             [str(_bin_dir() / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
              "--locale=C", "-U", "postgres"],
-            check=True, capture_output=True, user=user,
+            check=True, capture_output=True, **_as_user(user),
         )
 
     def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
@@ -100,7 +107,7 @@ class EmbeddedPostgres:
              "-k", str(self.pgdata), "-c", "fsync=off", "-c", "synchronous_commit=off",
              "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
              "-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=30min"],
-            stdout=log, stderr=subprocess.STDOUT, user=user, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **_as_user(user),
         )
         log.close()
         try:
