@@ -24,10 +24,15 @@ class Pipeline:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
-    def start_worker(self, datadir: Path) -> None:
+    def start_worker(self, datadir: Path, *, via_faust: bool = False) -> None:
+        """Start a worker process: ``hftengine worker`` or ``faust -A hftengine.worker worker``."""
         log = open(self.log, "ab")  # noqa: SIM115
+        if via_faust:
+            cmd = [str(Path(sys.executable).parent / "faust"), "-A", "hftengine.worker", "worker", "-l", "info"]
+        else:
+            cmd = [sys.executable, "-m", "hftengine.cli", "worker", "--datadir", str(datadir), "-l", "info"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hftengine.cli", "worker", "--datadir", str(datadir), "-l", "info"],
+            cmd,
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

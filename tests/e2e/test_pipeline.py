@@ -120,7 +120,7 @@ def test_bad_input_is_dead_lettered_and_good_data_kept(pipeline: Pipeline, tmp_p
         pub.publish_encoded(b"NIFTY", value)  # bypass feed-side validation on purpose
     assert pub.flush(30) == 0
 
-    pipeline.start_worker(tmp_path / "tables")
+    pipeline.start_worker(tmp_path / "tables", via_faust=True)  # the plain faust CLI entry point works too
     pipeline.wait_for("good chains stored and 4 dead letters",
                       lambda: pipeline.query("SELECT count(*) FROM chain_metrics")[0][0] == 6
                       and pipeline.query("SELECT count(*) FROM dead_letters")[0][0] == 4)
