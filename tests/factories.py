@@ -105,6 +105,9 @@ def enriched_for(snap: ChainSnapshot, *, enriched_ts: datetime | None = None) ->
                                      ("delta", "theta", "vega", "rho", "vanna", "charm")}
         out["iv"] = (side.implied_volatility / 100).tolist()
         out["gamma"] = [1e-4] * n
+        shares = side.oi * (snap.lot_size if snap.oi_unit == "contracts" else 1)
+        sign = 1.0 if side is snap.ce else -1.0
+        out["gex"] = (sign * 1e-4 * shares * snap.spot**2 * 0.01).tolist()
         out["buildup"] = [1] * n
         return out
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hftengine.analytics.chain import ChainResult, LegQuotes, analyze_chain, time_to_expiry
+from hftengine.analytics.chain import ChainResult, LegQuotes, analyze_chain
+from hftengine.analytics.expiry import time_to_expiry
 from hftengine.snapshot import ChainSnapshot, Legs
 
 LEG_ANALYTICS = ("iv", "delta", "gamma", "theta", "vega", "rho", "vanna", "charm")
@@ -71,6 +72,7 @@ def enriched_record(
     def legs(prefix: str) -> dict[str, list[Any]]:
         out = {name: np.asarray(getattr(res, f"{prefix}_{name}"), dtype=np.float64).tolist()
                for name in LEG_ANALYTICS}
+        out["gex"] = np.asarray(res.gex_call if prefix == "call" else res.gex_put, dtype=np.float64).tolist()
         out["buildup"] = np.asarray(getattr(res, f"{prefix}_buildup"), dtype=np.int64).tolist()
         return out
 

@@ -103,7 +103,6 @@ def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int]:
     strikes = np.asarray(snap["strikes"], dtype=np.float64)
     parts: list[bytes] = []
     rows = 0
-    gex_net = np.asarray(rec["gex"], dtype=np.float64)
     for side, tag, an_key in (("ce", b"CE", "ce_analytics"), ("pe", b"PE", "pe_analytics")):
         legs = snap[side]
         an = rec[an_key]
@@ -115,7 +114,6 @@ def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int]:
         def col(d: dict[str, Any], name: str, dtype: type[np.generic], present: Any = present) -> Any:
             return np.asarray(d[name], dtype=dtype)[present]
 
-        # per-leg GEX: the kernel gives net GEX per strike; attribute it by the leg's gamma share
         values: dict[str, Any] = {
             "ts": pg_timestamp(snap["exchange_ts"]),
             "underlying": snap["underlying"].encode(),
@@ -143,26 +141,12 @@ def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int]:
             "rho": col(an, "rho", np.float64),
             "vanna": col(an, "vanna", np.float64),
             "charm": col(an, "charm", np.float64),
-            "gex": _leg_gex(rec, side, present, gex_net),
+            "gex": col(an, "gex", np.float64),
             "buildup": col(an, "buildup", np.int16),
         }
         parts.append(encode_rows(QUOTE_COLUMNS, values, n))
         rows += n
     return b"".join(parts), rows
-
-
-def _leg_gex(rec: dict[str, Any], side: str, present: Any, gex_net: Any) -> Any:
-    """Per-leg GEX (rupees per 1 % move) from gamma × OI in shares × S² × 0.01, signed by side."""
-    snap = rec["snapshot"]
-    legs = snap[side]
-    gamma = np.asarray(rec[f"{side}_analytics"]["gamma"], dtype=np.float64)
-    oi = np.asarray(legs["oi"], dtype=np.float64)
-    if snap["oi_unit"] == "contracts":
-        oi = oi * snap["lot_size"]
-    spot = float(snap["spot"])
-    sign = 1.0 if side == "ce" else -1.0
-    with np.errstate(invalid="ignore"):
-        return (sign * gamma * oi * spot * spot * 0.01)[present]
 
 
 class PostgresChainStore:
