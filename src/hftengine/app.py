@@ -24,6 +24,7 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     from hftengine.agents.context import WorkerContext
 
     datadir = datadir or settings.data_dir / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_broker_url,
@@ -41,7 +42,6 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=8_000_000,
         producer_linger=0.005,
-        producer_compression_type="lz4",
         web_enabled=web_enabled,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",

@@ -65,7 +65,6 @@ class KafkaPublisher:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
-            "compression.type": "lz4",
             "message.max.bytes": 8_000_000,
         })
         self.sent = 0
