@@ -57,8 +57,9 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     sink.register(app, ctx, enriched, dead)
     deadletter.register(app, ctx, dead)
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
     async def _close(app: faust.App, **kwargs: Any) -> None:
         ctx.close()
+
+    app.on_before_shutdown.connect(_close)  # type: ignore[arg-type]
 
     return app

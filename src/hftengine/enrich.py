@@ -60,7 +60,8 @@ def _per_strike(values: NDArray[np.float64], n: int) -> list[float]:
         arr = np.fmax.reduce(arr, axis=0)
     if arr.shape != (n,):
         return [math.nan] * n
-    return arr.tolist()
+    out: list[float] = arr.tolist()
+    return out
 
 
 def enriched_record(

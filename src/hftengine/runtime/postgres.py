@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from hftengine.runtime.ports import free_port, wait_for_port
 
@@ -44,7 +45,7 @@ def _run_as() -> str | None:
     return _SYSTEM_USER
 
 
-def _as_user(user: str | None) -> dict[str, object]:
+def _as_user(user: str | None) -> dict[str, Any]:
     """subprocess arguments that drop root completely (uid, gid and groups)."""
     if user is None:
         return {}
