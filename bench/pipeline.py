@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from hftengine.codec.avro import AvroSerializer, load_schema_text, make_registry_client, subject_for  # noqa: E402
 from hftengine.config import Settings  # noqa: E402
-from hftengine.enrich import analyze_snapshot, enriched_record  # noqa: E402
+from hftengine.enrich import analyze_snapshot, enriched_record, unpack_enriched  # noqa: E402
 from hftengine.feeds.publisher import KafkaPublisher  # noqa: E402
 from hftengine.feeds.simulator import MarketSimulator  # noqa: E402
 from hftengine.services import Services  # noqa: E402
@@ -65,27 +65,59 @@ def chain_pool(n_strikes_side: int = 100) -> list[ChainSnapshot]:
 # ------------------------------------------------------------------ 1. layouts
 def layout_comparison(snap: ChainSnapshot, repeat: int = 200) -> None:
     soa_schema = fastavro.parse_schema(json.loads(load_schema_text("optionchain_raw")))
-    leg_fields = [{"name": n, "type": "boolean" if n == "present" else ("long" if np.dtype(t).kind == "i" else "double")}
-                  for n, t in LEG_FIELDS if n != "present"]
-    aor_schema = fastavro.parse_schema({
-        "type": "record", "name": "ChainAoR", "fields": [
-            {"name": "underlying", "type": "string"},
-            {"name": "legs", "type": {"type": "array", "items": {
-                "type": "record", "name": "Strike", "fields": [
-                    {"name": "strike", "type": "double"},
-                    {"name": "ce", "type": ["null", {"type": "record", "name": "Leg", "fields": leg_fields}]},
-                    {"name": "pe", "type": ["null", "Leg"]},
-                ]}}},
-        ]})
+    leg_fields = [
+        {
+            "name": n,
+            "type": "boolean" if n == "present" else ("long" if np.dtype(t).kind == "i" else "double"),
+        }
+        for n, t in LEG_FIELDS
+        if n != "present"
+    ]
+    aor_schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "ChainAoR",
+            "fields": [
+                {"name": "underlying", "type": "string"},
+                {
+                    "name": "legs",
+                    "type": {
+                        "type": "array",
+                        "items": {
+                            "type": "record",
+                            "name": "Strike",
+                            "fields": [
+                                {"name": "strike", "type": "double"},
+                                {
+                                    "name": "ce",
+                                    "type": ["null", {"type": "record", "name": "Leg", "fields": leg_fields}],
+                                },
+                                {"name": "pe", "type": ["null", "Leg"]},
+                            ],
+                        },
+                    },
+                },
+            ],
+        }
+    )
     soa_rec = snap.to_record()
+    arrays_schema = fastavro.parse_schema(json.loads((ROOT / "bench" / "optionchain_raw_avro_arrays.avsc").read_text()))
+    arrays_rec = {**soa_rec, "strikes": snap.strikes.tolist(),
+                  "ce": {n: getattr(snap.ce, n).tolist() for n, _ in LEG_FIELDS},
+                  "pe": {n: getattr(snap.pe, n).tolist() for n, _ in LEG_FIELDS}}
 
     def leg(side: Any, i: int) -> dict[str, Any] | None:
         if not side.present[i]:
             return None
         return {n: getattr(side, n)[i].item() for n, _ in LEG_FIELDS if n != "present"}
 
-    aor_rec = {"underlying": snap.underlying, "legs": [
-        {"strike": float(k), "ce": leg(snap.ce, i), "pe": leg(snap.pe, i)} for i, k in enumerate(snap.strikes)]}
+    aor_rec = {
+        "underlying": snap.underlying,
+        "legs": [
+            {"strike": float(k), "ce": leg(snap.ce, i), "pe": leg(snap.pe, i)}
+            for i, k in enumerate(snap.strikes)
+        ],
+    }
 
     def timeit(fn: Any) -> float:
         fn()
@@ -101,25 +133,42 @@ def layout_comparison(snap: ChainSnapshot, repeat: int = 200) -> None:
 
     soa_bytes, aor_bytes = enc(soa_schema, soa_rec), enc(aor_schema, aor_rec)
     rows = [
-        ("struct-of-arrays (engine)", timeit(lambda: enc(soa_schema, soa_rec)),
-         timeit(lambda: ChainSnapshot.from_record(fastavro.schemaless_reader(io.BytesIO(soa_bytes), soa_schema, None))),
-         len(soa_bytes)),
-        ("array of nullable leg records", timeit(lambda: enc(aor_schema, aor_rec)),
-         timeit(lambda: fastavro.schemaless_reader(io.BytesIO(aor_bytes), aor_schema, None)), len(aor_bytes)),
+        (
+            "struct-of-arrays (engine)",
+            timeit(lambda: enc(soa_schema, soa_rec)),
+            timeit(
+                lambda: ChainSnapshot.from_record(
+                    fastavro.schemaless_reader(io.BytesIO(soa_bytes), soa_schema, None)
+                )
+            ),
+            len(soa_bytes),
+        ),
+        (
+            "array of nullable leg records",
+            timeit(lambda: enc(aor_schema, aor_rec)),
+            timeit(lambda: fastavro.schemaless_reader(io.BytesIO(aor_bytes), aor_schema, None)),
+            len(aor_bytes),
+        ),
     ]
-    print(f"\n1. Avro layout, one chain of {snap.n_contracts} contracts ({len(snap.strikes)} strikes), fastavro")
+    print(
+        f"\n1. Avro layout, one chain of {snap.n_contracts} contracts ({len(snap.strikes)} strikes), fastavro"
+    )
     print(f"   {'layout':<32}{'encode ms':>11}{'decode ms':>11}{'bytes':>9}")
     for name, e, d, size in rows:
         print(f"   {name:<32}{e:>11.3f}{d:>11.3f}{size:>9}")
-    print("   (struct-of-arrays decode includes building the numpy arrays; array-of-records is the bare decode)")
+    print(
+        "   (struct-of-arrays decode includes building the numpy arrays; array-of-records is the bare decode)"
+    )
 
 
 # --------------------------------------------------------------- 2. sink ceiling
 def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: Settings) -> float:
     store = PostgresChainStore(dsn)
     base = datetime.now(UTC) - timedelta(days=30)
-    enriched = [enriched_record(s, analyze_snapshot(s, r=settings.risk_free_rate, q=0.0), r=0.065, q=0.0)
-                for s in pool]
+    enriched = [
+        enriched_record(s, analyze_snapshot(s, r=settings.risk_free_rate, q=0.0), r=0.065, q=0.0)
+        for s in pool
+    ]
     rows = 0
     t0 = time.perf_counter()
     i = 0
@@ -134,8 +183,10 @@ def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: 
     elapsed = time.perf_counter() - t0
     store.close()
     rate = rows / elapsed
-    print(f"\n2. Sink ceiling (no broker): {rows:,} quote rows in {elapsed:.1f}s = {rate:,.0f} contracts/s "
-          f"(batches of {len(pool)} chains, binary COPY + idempotent metrics insert)")
+    print(
+        f"\n2. Sink ceiling (no broker): {rows:,} quote rows in {elapsed:.1f}s = {rate:,.0f} contracts/s "
+        f"(batches of {len(pool)} chains, binary COPY + idempotent metrics insert)"
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE chain_metrics, option_quotes, chain_latest")
     return rate
@@ -157,7 +208,8 @@ class Observer(threading.Thread):
             while not self.stop.is_set():
                 rows = conn.execute(
                     "SELECT ts, stored_ts, n_contracts FROM chain_metrics WHERE stored_ts > %s ORDER BY stored_ts",
-                    (self.cursor,)).fetchall()
+                    (self.cursor,),
+                ).fetchall()
                 now = datetime.now(UTC)
                 wall = time.time()
                 for ts, stored, n in rows:
@@ -166,8 +218,9 @@ class Observer(threading.Thread):
                 self.stop.wait(0.05)
 
 
-def run_rate(pub: KafkaPublisher, pool: list[ChainSnapshot], contracts_per_s: float, seconds: float,
-             obs: Observer) -> dict[str, float]:
+def run_rate(
+    pub: KafkaPublisher, pool: list[ChainSnapshot], contracts_per_s: float, seconds: float, obs: Observer
+) -> dict[str, float]:
     per_chain = statistics.mean(s.n_contracts for s in pool)
     chains_per_s = contracts_per_s / per_chain
     sent_contracts = 0
@@ -199,8 +252,15 @@ def run_rate(pub: KafkaPublisher, pool: list[ChainSnapshot], contracts_per_s: fl
     else:
         span = seconds
     fresh = [s[1] for s in window]
-    return {"offered": offered, "stored_rate": stored / max(span, 1e-9), "stored": stored,
-            "sent": sent_contracts, "p50": pct(fresh, 50), "p99": pct(fresh, 99), "chains": k}
+    return {
+        "offered": offered,
+        "stored_rate": stored / max(span, 1e-9),
+        "stored": stored,
+        "sent": sent_contracts,
+        "p50": pct(fresh, 50),
+        "p99": pct(fresh, 99),
+        "chains": k,
+    }
 
 
 def main() -> None:
@@ -211,18 +271,28 @@ def main() -> None:
     ap.add_argument("--rates", default=None, help="comma-separated offered contracts/s")
     args = ap.parse_args()
     seconds = args.seconds or (5.0 if args.quick else 20.0)
-    rates = [float(r) for r in args.rates.split(",")] if args.rates else (
-        [20_000, 60_000] if args.quick else [25_000, 50_000, 100_000, 150_000, 250_000])
+    rates = (
+        [float(r) for r in args.rates.split(",")]
+        if args.rates
+        else ([20_000, 60_000] if args.quick else [25_000, 50_000, 100_000, 150_000, 250_000])
+    )
 
     print(f"pipeline benchmark on {os.cpu_count()} cores; python {sys.version.split()[0]}")
     pool = chain_pool()
-    print(f"chain pool: {len(pool)} chains, {sum(s.n_contracts for s in pool)} contracts "
-          f"(avg {statistics.mean(s.n_contracts for s in pool):.0f}/chain)")
+    print(
+        f"chain pool: {len(pool)} chains, {sum(s.n_contracts for s in pool)} contracts "
+        f"(avg {statistics.mean(s.n_contracts for s in pool):.0f}/chain)"
+    )
     layout_comparison(max(pool, key=lambda s: s.n_contracts))
 
     tmp = Path(tempfile.mkdtemp(prefix="hft-bench-"))
-    settings = Settings(data_dir=tmp, topic_partitions=max(2, args.workers * 2), app_id=f"bench-{uuid.uuid4().hex[:6]}",
-                        sink_batch_size=32, sink_batch_seconds=0.1)
+    settings = Settings(
+        data_dir=tmp,
+        topic_partitions=max(2, args.workers * 2),
+        app_id=f"bench-{uuid.uuid4().hex[:6]}",
+        sink_batch_size=32,
+        sink_batch_seconds=0.1,
+    )
     procs: list[subprocess.Popen[bytes]] = []
     with Services(settings, say=lambda m: print("  ·", m)) as s:
         dsn = s.database_dsn()
@@ -234,33 +304,64 @@ def main() -> None:
         create_topics(s.kafka_bootstrap, topic_specs(s))
         reg = make_registry_client(s.registry_url())
         AvroSerializer(reg, subject_for(s.enriched_topic), load_schema_text("optionchain_enriched"))
-        env = {**os.environ, "KAFKA_BOOTSTRAP": s.kafka_bootstrap, "DATABASE_URL": dsn,
-               "SCHEMA_REGISTRY_URL": s.registry_url(), "HFT_APP_ID": s.app_id,
-               "HFT_TOPIC_PARTITIONS": str(s.topic_partitions), "HFT_SINK_BATCH": "32", "HFT_SINK_WITHIN": "0.1",
-               "HFT_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "DATABASE_URL": dsn,
+            "SCHEMA_REGISTRY_URL": s.registry_url(),
+            "HFT_APP_ID": s.app_id,
+            "HFT_TOPIC_PARTITIONS": str(s.topic_partitions),
+            "HFT_SINK_BATCH": "32",
+            "HFT_SINK_WITHIN": "0.1",
+            "HFT_LOG_LEVEL": "WARNING",
+        }
         for w in range(args.workers):
             log = open(tmp / f"worker{w}.log", "ab")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "hftengine.cli", "worker", "--datadir", str(tmp / f"w{w}"),
-                 "--web-port", str(6100 + w)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True))
-        pub = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, linger_ms=10)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "hftengine.cli",
+                        "worker",
+                        "--datadir",
+                        str(tmp / f"w{w}"),
+                        "--web-port",
+                        str(6100 + w),
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        pub = KafkaPublisher(
+            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, linger_ms=10
+        )
         obs = Observer(dsn)
         obs.start()
         try:
             print("\n   warming up (group join, first batches)…")
             run_rate(pub, pool, 5_000, 8.0, obs)
-            print(f"\n3. Pipeline, {args.workers} worker process(es), {s.topic_partitions} partitions, "
-                  f"{seconds:.0f}s per step")
-            print(f"   {'offered c/s':>12}{'stored c/s':>12}{'stored/sent':>12}{'p50 fresh s':>12}{'p99 fresh s':>12}")
+            print(
+                f"\n3. Pipeline, {args.workers} worker process(es), {s.topic_partitions} partitions, "
+                f"{seconds:.0f}s per step"
+            )
+            print(
+                f"   {'offered c/s':>12}{'stored c/s':>12}{'stored/sent':>12}{'p50 fresh s':>12}{'p99 fresh s':>12}"
+            )
             best = 0.0
             for rate in rates:
                 r = run_rate(pub, pool, rate, seconds, obs)
                 best = max(best, r["stored_rate"] if r["p99"] <= 2.0 else 0.0)
-                print(f"   {r['offered']:>12,.0f}{r['stored_rate']:>12,.0f}{r['stored'] / max(r['sent'], 1):>12.2%}"
-                      f"{r['p50']:>12.3f}{r['p99']:>12.3f}")
-            print(f"\n   best sustained rate with p99 freshness <= 2 s: {best:,.0f} contracts/s "
-                  f"(target 100,000; stretch 250,000); sink-only ceiling {ceiling:,.0f}")
+                print(
+                    f"   {r['offered']:>12,.0f}{r['stored_rate']:>12,.0f}{r['stored'] / max(r['sent'], 1):>12.2%}"
+                    f"{r['p50']:>12.3f}{r['p99']:>12.3f}"
+                )
+            print(
+                f"\n   best sustained rate with p99 freshness <= 2 s: {best:,.0f} contracts/s "
+                f"(target 100,000; stretch 250,000); sink-only ceiling {ceiling:,.0f}"
+            )
         finally:
             obs.stop.set()
             for p in procs:

@@ -111,7 +111,9 @@ def enriched_for(snap: ChainSnapshot, *, enriched_ts: datetime | None = None) ->
         out["buildup"] = [1] * n
         return out
 
-    return {
+    from hftengine.enrich import unpack_enriched
+
+    return unpack_enriched({
         "snapshot": snap.to_record(),
         "enriched_ts": enriched_ts or snap.received_ts + timedelta(milliseconds=5),
         "conventions_version": "test",
@@ -135,4 +137,4 @@ def enriched_for(snap: ChainSnapshot, *, enriched_ts: datetime | None = None) ->
         "bf25": 0.01,
         "flow_score": [0.0] * n,
         "quality_flags": ["one_sided_legs"],
-    }
+    })

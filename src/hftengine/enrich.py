@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from hftengine.analytics.chain import ChainResult, LegQuotes, analyze_chain
 from hftengine.analytics.expiry import time_to_expiry
-from hftengine.snapshot import ChainSnapshot, Legs
+from hftengine.codec.packed import pack, unpack
+from hftengine.snapshot import LEG_FIELDS, ChainSnapshot, Legs
 
 LEG_ANALYTICS = ("iv", "delta", "gamma", "theta", "vega", "rho", "vanna", "charm")
 
@@ -52,16 +53,15 @@ def _opt(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _per_strike(values: NDArray[np.float64], n: int) -> list[float]:
+def _per_strike(values: NDArray[np.float64], n: int) -> NDArray[np.float64]:
     arr = np.asarray(values, dtype=np.float64)
     if arr.shape == (2 * n,):
         arr = np.fmax(arr[:n], arr[n:])
     elif arr.ndim == 2 and arr.shape[-1] == n:
         arr = np.fmax.reduce(arr, axis=0)
     if arr.shape != (n,):
-        return [math.nan] * n
-    out: list[float] = arr.tolist()
-    return out
+        return np.full(n, math.nan)
+    return arr
 
 
 def enriched_record(
@@ -70,11 +70,10 @@ def enriched_record(
     """The Avro record for the enriched topic."""
     n = snap.strikes.shape[0]
 
-    def legs(prefix: str) -> dict[str, list[Any]]:
-        out = {name: np.asarray(getattr(res, f"{prefix}_{name}"), dtype=np.float64).tolist()
-               for name in LEG_ANALYTICS}
-        out["gex"] = np.asarray(res.gex_call if prefix == "call" else res.gex_put, dtype=np.float64).tolist()
-        out["buildup"] = np.asarray(getattr(res, f"{prefix}_buildup"), dtype=np.int64).tolist()
+    def legs(prefix: str) -> dict[str, bytes]:
+        out = {name: pack(getattr(res, f"{prefix}_{name}"), np.float64) for name in LEG_ANALYTICS}
+        out["gex"] = pack(res.gex_call if prefix == "call" else res.gex_put, np.float64)
+        out["buildup"] = pack(getattr(res, f"{prefix}_buildup"), np.int8)
         return out
 
     return {
@@ -87,7 +86,7 @@ def enriched_record(
         "forward": float(res.forward),
         "ce_analytics": legs("call"),
         "pe_analytics": legs("put"),
-        "gex": np.asarray(res.gex, dtype=np.float64).tolist(),
+        "gex": pack(res.gex, np.float64),
         "pcr_oi": float(res.pcr_oi),
         "pcr_volume": float(res.pcr_volume),
         "pcr_doi": float(res.pcr_doi),
@@ -99,6 +98,27 @@ def enriched_record(
         "atm_iv": float(res.atm_iv),
         "rr25": float(res.rr25),
         "bf25": float(res.bf25),
-        "flow_score": _per_strike(res.flow_score, n),
+        "flow_score": pack(_per_strike(res.flow_score, n), np.float64),
         "quality_flags": list(res.quality_flags),
     }
+
+
+_ANALYTICS_DTYPES = {**{name: np.float64 for name in LEG_ANALYTICS}, "gex": np.float64, "buildup": np.int8}
+
+
+def unpack_enriched(rec: dict[str, Any]) -> dict[str, Any]:
+    """A decoded enriched record with every packed vector turned into a numpy array.
+
+    Raises ``ValueError`` on a vector whose length does not fit its dtype.
+    """
+    snap = dict(rec["snapshot"])
+    snap["strikes"] = unpack(snap["strikes"], np.float64)
+    for side in ("ce", "pe"):
+        snap[side] = {name: unpack(snap[side][name], dtype) for name, dtype in LEG_FIELDS}
+    out = dict(rec)
+    out["snapshot"] = snap
+    for key in ("ce_analytics", "pe_analytics"):
+        out[key] = {name: unpack(rec[key][name], dtype) for name, dtype in _ANALYTICS_DTYPES.items()}
+    out["gex"] = unpack(rec["gex"], np.float64)
+    out["flow_score"] = unpack(rec["flow_score"], np.float64)
+    return out

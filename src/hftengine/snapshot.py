@@ -17,6 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from hftengine.codec.packed import pack, unpack
+
 OiUnit = Literal["shares", "contracts"]
 
 #: Leg fields in schema order with their numpy dtype.
@@ -80,10 +82,11 @@ class Legs:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Legs:
-        return cls(**{name: np.asarray(rec[name], dtype=dtype) for name, dtype in LEG_FIELDS})
+        """From a decoded Avro record (packed vectors) or plain lists."""
+        return cls(**{name: unpack(rec[name], dtype) for name, dtype in LEG_FIELDS})
 
-    def to_record(self) -> dict[str, list[Any]]:
-        return {name: getattr(self, name).tolist() for name, _ in LEG_FIELDS}
+    def to_record(self) -> dict[str, bytes]:
+        return {name: pack(getattr(self, name), dtype) for name, dtype in LEG_FIELDS}
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -127,7 +130,7 @@ class ChainSnapshot:
             lot_size=int(rec["lot_size"]),
             oi_unit=rec["oi_unit"],
             source=rec["source"],
-            strikes=np.asarray(rec["strikes"], dtype=np.float64),
+            strikes=unpack(rec["strikes"], np.float64),
             ce=Legs.from_record(rec["ce"]),
             pe=Legs.from_record(rec["pe"]),
         )
@@ -145,7 +148,7 @@ class ChainSnapshot:
             "lot_size": self.lot_size,
             "oi_unit": self.oi_unit,
             "source": self.source,
-            "strikes": self.strikes.tolist(),
+            "strikes": pack(self.strikes, np.float64),
             "ce": self.ce.to_record(),
             "pe": self.pe.to_record(),
         }

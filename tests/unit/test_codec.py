@@ -70,7 +70,7 @@ def test_nan_survives_round_trip(codec: tuple[AvroSerializer, AvroDeserializer])
     ser, de = codec
     snap = make_chain()
     _, rec = de.decode(ser.encode(snap.to_record()))
-    assert np.isnan(rec["ce"]["delta"]).all()
+    assert np.isnan(np.frombuffer(rec["ce"]["delta"], "<f8")).all()
     assert rec["expiry"] == date(2026, 11, 24)
     assert rec["exchange_ts"].tzinfo is not None
 

@@ -18,6 +18,7 @@ import faust
 from hftengine.agents.context import WorkerContext
 from hftengine.agents.dlq import send_dead_letter
 from hftengine.codec.avro import DecodeError
+from hftengine.enrich import unpack_enriched
 from hftengine.metrics import FRESHNESS, SINK_CHAINS, SINK_RETRIES, SINK_ROWS, SINK_SECONDS
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,13 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> No
             for event in events:
                 try:
                     _, rec = ctx.enriched_decoder.decode(event.message.value)
-                    records.append(rec)
+                    records.append(unpack_enriched(rec))
                 except DecodeError as exc:
                     await send_dead_letter(ctx, dead, event.message, stage="sink", error_type=exc.error_type,
                                            reason=exc.reason, schema_id=exc.schema_id)
+                except (KeyError, TypeError, ValueError) as exc:
+                    await send_dead_letter(ctx, dead, event.message, stage="sink", error_type="invalid_record",
+                                           reason=f"enriched record does not unpack: {exc!r}")
             if not records:
                 continue
             backoff = 0.5
