@@ -1,7 +1,8 @@
--- Time-series tables for enriched chains. Public interface: names are stable.
--- Primary keys are event time + identity, so the sink is idempotent.
+-- Time-series tables for enriched chains.  Public interface: names are stable (docs/storage.md).
+-- Primary keys are identity + event time, so the sink is idempotent; on the partitioned layout every
+-- primary key includes ts, as PostgreSQL requires.
 
-CREATE TABLE IF NOT EXISTS chain_metrics (
+SELECT hft_create_timeseries_table('chain_metrics', $cols$
     ts                   timestamptz NOT NULL,        -- exchange time of the snapshot
     underlying           text NOT NULL,
     expiry               date NOT NULL,
@@ -29,10 +30,9 @@ CREATE TABLE IF NOT EXISTS chain_metrics (
     enriched_ts          timestamptz NOT NULL,
     stored_ts            timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (underlying, expiry, ts)
-);
-CREATE INDEX IF NOT EXISTS chain_metrics_ts_brin ON chain_metrics USING brin (ts);
+$cols$, 'raw', 'day', INTERVAL '90 days', 'Chain-level analytics per snapshot (one row per underlying, expiry, ts).');
 
-CREATE TABLE IF NOT EXISTS option_quotes (
+SELECT hft_create_timeseries_table('option_quotes', $cols$
     ts                   timestamptz NOT NULL,
     underlying           text NOT NULL,
     expiry               date NOT NULL,
@@ -62,13 +62,34 @@ CREATE TABLE IF NOT EXISTS option_quotes (
     gex                  double precision,           -- rupees per 1 % move, sign per conventions
     buildup              smallint NOT NULL DEFAULT 0,
     PRIMARY KEY (underlying, expiry, ts, strike, option_type)
-);
-CREATE INDEX IF NOT EXISTS option_quotes_ts_brin ON option_quotes USING brin (ts);
+$cols$, 'raw', 'day', INTERVAL '30 days', 'Every contract of every chain snapshot (quotes, OI, IV, Greeks, GEX).');
+
+SELECT hft_create_timeseries_table('gex_profile', $cols$
+    ts                   timestamptz NOT NULL,
+    underlying           text NOT NULL,
+    expiry               date NOT NULL,
+    strike               double precision NOT NULL,
+    spot                 double precision NOT NULL,
+    net_gex              double precision,           -- the analytics kernel's GEX at this strike
+    call_gex             double precision,           -- call leg: gamma x OI in shares x S^2 x 0.01 (NULL: no call)
+    put_gex              double precision,           -- put leg, negative (NULL: no put)
+    PRIMARY KEY (underlying, expiry, ts, strike)
+$cols$, 'raw', 'day', INTERVAL '30 days', 'GEX profile per strike per snapshot (rupees per 1 % move).');
 
 -- Latest snapshot per (underlying, expiry): the API reads this instead of scanning history.
 CREATE TABLE IF NOT EXISTS chain_latest (
     underlying  text NOT NULL,
     expiry      date NOT NULL,
     ts          timestamptz NOT NULL,
+    PRIMARY KEY (underlying, expiry)
+);
+
+-- Plain PostgreSQL layout only (empty under TimescaleDB): rollup buckets of a chain that end at or
+-- before materialized_until are stored in the rollup tables; later ones are computed on read.
+CREATE TABLE IF NOT EXISTS rollup_watermarks (
+    underlying          text NOT NULL,
+    expiry              date NOT NULL,
+    materialized_until  timestamptz,
+    updated_at          timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (underlying, expiry)
 );

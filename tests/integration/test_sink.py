@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,6 +15,12 @@ from hftengine.storage.sink import PostgresChainStore
 from tests.factories import enriched_for, make_chain
 
 T0 = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(migrated_dsn: str) -> Iterator[PostgresChainStore]:
+    with PostgresChainStore(migrated_dsn) as s:
+        yield s
 
 
 def count(dsn: str, table: str) -> int:
@@ -28,8 +35,8 @@ def test_rows_match_the_snapshot(migrated_dsn: str) -> None:
     present[2] = False
     snap = type(snap)(**{**{f: getattr(snap, f) for f in snap.__dataclass_fields__},
                          "pe": snap.pe.replace(present=present)})
-    store = PostgresChainStore(migrated_dsn)
-    result = store.write([enriched_for(snap)])
+    with PostgresChainStore(migrated_dsn) as store:
+        result = store.write([enriched_for(snap)])
     assert (result.chains_written, result.quote_rows) == (1, 21)
     with psycopg.connect(migrated_dsn) as conn:
         rows = conn.execute(
@@ -68,14 +75,14 @@ def test_rows_match_the_snapshot(migrated_dsn: str) -> None:
 
 def test_contracts_unit_scales_gex_by_lot(migrated_dsn: str) -> None:
     snap = make_chain(n_strikes=3, ts=T0, oi_unit="contracts", lot_size=75)
-    PostgresChainStore(migrated_dsn).write([enriched_for(snap)])
+    with PostgresChainStore(migrated_dsn) as store:
+        store.write([enriched_for(snap)])
     with psycopg.connect(migrated_dsn) as conn:
         gex = conn.execute("SELECT gex FROM option_quotes WHERE option_type='CE' ORDER BY strike").fetchall()
     assert gex[0][0] == pytest.approx(1e-4 * snap.ce.oi[0] * 75 * snap.spot**2 * 0.01)
 
 
-def test_replay_adds_no_rows(migrated_dsn: str) -> None:
-    store = PostgresChainStore(migrated_dsn)
+def test_replay_adds_no_rows(store: PostgresChainStore, migrated_dsn: str) -> None:
     batch = [enriched_for(make_chain(ts=T0 + timedelta(seconds=i), seed=i)) for i in range(5)]
     first = store.write(batch)
     assert first.chains_written == 5
@@ -95,7 +102,8 @@ def test_concurrent_writers_of_the_same_chains(migrated_dsn: str) -> None:
     results = []
 
     def run() -> None:
-        results.append(PostgresChainStore(migrated_dsn).write(batch))
+        with PostgresChainStore(migrated_dsn) as store:
+            results.append(store.write(batch))
 
     threads = [threading.Thread(target=run) for _ in range(3)]
     for t in threads:
@@ -107,8 +115,7 @@ def test_concurrent_writers_of_the_same_chains(migrated_dsn: str) -> None:
     assert count(migrated_dsn, "option_quotes") == 20 * 42
 
 
-def test_chain_latest_only_moves_forward(migrated_dsn: str) -> None:
-    store = PostgresChainStore(migrated_dsn)
+def test_chain_latest_only_moves_forward(store: PostgresChainStore, migrated_dsn: str) -> None:
     store.write([enriched_for(make_chain(ts=T0 + timedelta(seconds=10)))])
     store.write([enriched_for(make_chain(ts=T0))])  # late, older snapshot
     with psycopg.connect(migrated_dsn) as conn:
@@ -116,8 +123,7 @@ def test_chain_latest_only_moves_forward(migrated_dsn: str) -> None:
     assert ts is not None and ts[0] == T0 + timedelta(seconds=10)
 
 
-def test_dead_letters_are_stored_once(migrated_dsn: str) -> None:
-    store = PostgresChainStore(migrated_dsn)
+def test_dead_letters_are_stored_once(store: PostgresChainStore, migrated_dsn: str) -> None:
     letter = {"failed_ts": T0, "stage": "decode", "error_type": "malformed_avro", "reason": "bad",
               "source_topic": "optionchain.raw", "source_partition": 0, "source_offset": 7, "schema_id": None,
               "underlying": None, "key": b"NIFTY", "value": b"\x00junk", "dlq_partition": 0, "dlq_offset": 3}
@@ -130,7 +136,8 @@ def test_nan_metrics_become_null(migrated_dsn: str) -> None:
     rec = enriched_for(make_chain(ts=T0))
     rec["max_pain"] = math.nan
     rec["total_gex"] = math.inf
-    PostgresChainStore(migrated_dsn).write([rec])
+    with PostgresChainStore(migrated_dsn) as store:
+        store.write([rec])
     with psycopg.connect(migrated_dsn) as conn:
         row = conn.execute("SELECT max_pain, total_gex FROM chain_metrics").fetchone()
     assert row == (None, None)

@@ -1,6 +1,8 @@
 """Read-side queries for the API (async psycopg, parameterised SQL).
 
 Latest-per-key reads go through ``chain_latest`` so they never scan history.
+History reads (raw or bucketed) are built by ``history.HistoryQuery`` for the
+storage layout the database uses (TimescaleDB or plain PostgreSQL).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from hftengine.storage.history import HistoryQuery, parse_fields
 
 METRIC_FIELDS = (
     "ts", "underlying", "expiry", "spot", "forward", "time_to_expiry", "pcr_oi", "pcr_volume", "pcr_doi",
@@ -33,6 +37,24 @@ def clean(value: Any) -> Any:
 class Queries:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        self._layout: str | None = None
+
+    async def layout(self) -> str:
+        """``timescaledb`` or ``partitioned``, as recorded by the migrations (cached)."""
+        if self._layout is None:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute("SELECT hft_storage_layout()")
+                row = await cur.fetchone()
+            self._layout = str(row[0]) if row else "partitioned"
+        return self._layout
+
+    async def history(self, query: HistoryQuery) -> list[dict[str, Any]]:
+        """Rows of a resolved history query, oldest first (at most ``query.limit``)."""
+        statement, params = query.build(await self.layout())
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(statement, params)
+            return [{k: clean(v) for k, v in row.items()} for row in await cur.fetchall()]
 
     async def ping(self) -> None:
         async with self.pool.connection() as conn:
@@ -85,24 +107,25 @@ class Queries:
         sql += " ORDER BY l.expiry"
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(sql, params)  # type: ignore[arg-type]
+            await cur.execute(sql, params)
             return [{k: clean(v) for k, v in row.items()} for row in await cur.fetchall()]
 
     async def metrics_history(
-        self, underlying: str, expiry: date | None, start: datetime, end: datetime, limit: int
+        self, underlying: str, expiry: date | None, start: datetime, end: datetime, limit: int,
+        *, bucket: str = "raw", fields: str | None = None,
     ) -> list[dict[str, Any]]:
-        cols = ", ".join(METRIC_FIELDS)
-        sql = f"SELECT {cols} FROM chain_metrics WHERE underlying = %s AND ts >= %s AND ts < %s"
-        params: list[Any] = [underlying, start, end]
-        if expiry is not None:
-            sql += " AND expiry = %s"
-            params.append(expiry)
-        sql += " ORDER BY ts, expiry LIMIT %s"
-        params.append(limit)
-        async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(sql, params)  # type: ignore[arg-type]
-            return [{k: clean(v) for k, v in row.items()} for row in await cur.fetchall()]
+        """Chain metrics in [start, end): raw snapshots or ``bucket`` rollups (``fields``: comma list)."""
+        return await self.history(HistoryQuery(
+            "metrics", underlying, expiry, start, end, bucket, parse_fields("metrics", bucket, fields), limit))
+
+    async def contract_history(
+        self, underlying: str, expiry: date, strike: float, option_type: str | None, start: datetime,
+        end: datetime, limit: int, *, bucket: str = "raw", fields: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One contract (or both legs of a strike) in [start, end), raw or bucketed."""
+        return await self.history(HistoryQuery(
+            "contract", underlying, expiry, start, end, bucket, parse_fields("contract", bucket, fields), limit,
+            strike=strike, option_type=option_type))
 
     async def latest_chain(self, underlying: str, expiry: date) -> dict[str, Any] | None:
         metrics = await self.latest_metrics(underlying, expiry)

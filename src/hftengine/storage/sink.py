@@ -2,29 +2,40 @@
 
 One transaction per batch:
 
-1. ``INSERT INTO chain_metrics ... ON CONFLICT DO NOTHING RETURNING`` the keys
+1. Plain PostgreSQL layout only: lock the chains' ``rollup_watermarks`` rows
+   (sorted, so concurrent writers of one chain serialise and never deadlock).
+2. ``INSERT INTO chain_metrics ... ON CONFLICT DO NOTHING RETURNING`` the keys
    ``(underlying, expiry, ts)`` that are new.  A replayed snapshot conflicts
    and is skipped; a concurrent writer of the same snapshot waits on the
    primary key and then skips it.
-2. Binary ``COPY option_quotes`` for the new chains only (rows built with numpy,
-   see ``pgcopy``).
-3. Upsert ``chain_latest`` and ``underlyings``.
+3. Binary ``COPY option_quotes`` and ``COPY gex_profile`` for the new chains
+   only (rows built with numpy, see ``pgcopy``).
+4. Upsert ``chain_latest``, ``underlyings`` and (when a chain's strikes
+   change) ``instruments``.
+5. Plain PostgreSQL layout only: materialize the rollup buckets these rows
+   closed or invalidated (``rollups.advance``).
 
 So a crash before commit writes nothing, and a replay after commit adds no
-rows: at-least-once delivery becomes exactly-once storage.
+rows: at-least-once delivery becomes exactly-once storage.  On the plain
+layout the day partitions a batch needs are created first, in their own short
+transaction, the first time the store sees that day.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
 import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
+from hftengine.storage import rollups
 from hftengine.storage.pgcopy import HEADER, TRAILER, Column, encode_rows, pg_date, pg_timestamp
 
 log = logging.getLogger(__name__)
@@ -69,6 +80,21 @@ METRIC_COLUMNS = (
     "quality_flags", "conventions_version", "source", "lot_size", "oi_unit", "n_contracts",
     "received_ts", "enriched_ts",
 )
+GEX_COLUMNS: tuple[Column, ...] = (
+    Column("ts", "timestamptz"),
+    Column("underlying", "text"),
+    Column("expiry", "date"),
+    Column("strike", "float8"),
+    Column("spot", "float8"),
+    Column("net_gex", "float8", nullable=True),
+    Column("call_gex", "float8", nullable=True),
+    Column("put_gex", "float8", nullable=True),
+)
+_GEX_COPY = "COPY gex_profile ({}) FROM STDIN (FORMAT BINARY)".format(", ".join(c.name for c in GEX_COLUMNS))
+
+#: Tables ``write_rows`` accepts (written by the stateful analytics and the API).
+WRITABLE_TABLES = ("cumulative_oi", "velocity", "levels", "pattern_events", "flow_events", "api_usage")
+
 _METRICS_INSERT = (
     "INSERT INTO chain_metrics ({cols}) SELECT {select} FROM unnest({params}) AS u({cols}) "
     "ON CONFLICT (underlying, expiry, ts) DO NOTHING RETURNING underlying, expiry, ts"
@@ -91,6 +117,10 @@ class SinkResult:
 class ChainStore(Protocol):
     def write(self, records: Sequence[dict[str, Any]]) -> SinkResult: ...
 
+    def write_dead_letters(self, letters: Sequence[dict[str, Any]]) -> int: ...
+
+    def write_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
 
 def _nullable(x: float | None) -> float | None:
     if x is None or not np.isfinite(x):
@@ -98,15 +128,23 @@ def _nullable(x: float | None) -> float | None:
     return float(x)
 
 
-def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int]:
+def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int, bytes, int]:
+    """COPY tuples for ``option_quotes`` (present legs) and ``gex_profile`` (every strike) of one chain."""
     snap = rec["snapshot"]
     strikes = np.asarray(snap["strikes"], dtype=np.float64)
+    n_strikes = strikes.shape[0]
+    ts = pg_timestamp(snap["exchange_ts"])
+    underlying = snap["underlying"].encode()
+    expiry = pg_date(snap["expiry"])
+    spot = float(snap["spot"])
     parts: list[bytes] = []
     rows = 0
+    leg_gex: dict[str, Any] = {}
     for side, tag, an_key in (("ce", b"CE", "ce_analytics"), ("pe", b"PE", "pe_analytics")):
         legs = snap[side]
         an = rec[an_key]
         present = np.asarray(legs["present"], dtype=bool)
+        leg_gex[side] = np.where(present, np.asarray(an["gex"], dtype=np.float64), np.nan)
         n = int(present.sum())
         if n == 0:
             continue
@@ -115,13 +153,13 @@ def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int]:
             return np.asarray(d[name], dtype=dtype)[present]
 
         values: dict[str, Any] = {
-            "ts": pg_timestamp(snap["exchange_ts"]),
-            "underlying": snap["underlying"].encode(),
-            "expiry": pg_date(snap["expiry"]),
+            "ts": ts,
+            "underlying": underlying,
+            "expiry": expiry,
             "strike": strikes[present],
             "option_type": tag,
             "security_id": col(legs, "security_id", np.int64),
-            "spot": float(snap["spot"]),
+            "spot": spot,
             "last_price": col(legs, "last_price", np.float64),
             "bid": col(legs, "top_bid_price", np.float64),
             "ask": col(legs, "top_ask_price", np.float64),
@@ -146,26 +184,98 @@ def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int]:
         }
         parts.append(encode_rows(QUOTE_COLUMNS, values, n))
         rows += n
-    return b"".join(parts), rows
+    if n_strikes == 0:
+        return b"".join(parts), rows, b"", 0
+    net = np.asarray(rec["gex"], dtype=np.float64)
+    gex = encode_rows(GEX_COLUMNS, {
+        "ts": ts, "underlying": underlying, "expiry": expiry, "strike": strikes, "spot": spot,
+        "net_gex": net if net.shape == strikes.shape else np.full(n_strikes, np.nan),
+        "call_gex": leg_gex["ce"], "put_gex": leg_gex["pe"],
+    }, n_strikes)
+    return b"".join(parts), rows, gex, n_strikes
+
+
+def _is_missing_partition(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in str(exc)
 
 
 class PostgresChainStore:
-    """``ChainStore`` on PostgreSQL (with or without TimescaleDB)."""
+    """``ChainStore`` on PostgreSQL (with or without TimescaleDB).
 
-    def __init__(self, dsn: str) -> None:
+    Not thread-safe: one store per thread (the Faust worker runs it on one DB thread).
+    """
+
+    def __init__(self, dsn: str, *, partition_days_ahead: int = 2) -> None:
         self._dsn = dsn
         self._conn: psycopg.Connection[Any] | None = None
+        self._layout: str | None = None
+        self._days_ready: set[date] = set()
+        self._days_ahead = partition_days_ahead
+        self._strike_sets: dict[tuple[str, date], int] = {}
+        self._table_columns: dict[str, dict[str, tuple[str, int]]] = {}
+
+    def __enter__(self) -> PostgresChainStore:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self._dsn, autocommit=False)
+            with self._conn.transaction():
+                self._layout = rollups.storage_layout(self._conn)
         return self._conn
+
+    @property
+    def layout(self) -> str:
+        """``timescaledb`` or ``partitioned`` (as recorded by the migration runner)."""
+        self._connection()
+        assert self._layout is not None
+        return self._layout
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
+    # ------------------------------------------------------------------------- partitions
+    def _ensure_days(self, conn: psycopg.Connection[Any], days: set[date]) -> None:
+        """Plain layout: create the partitions of days this store has not written yet (own transaction)."""
+        if self._layout != "partitioned":
+            return
+        missing = sorted(days - self._days_ready)
+        if not missing:
+            return
+        with conn.transaction():
+            for day in missing:
+                lo = datetime.combine(day, time(), UTC)
+                created = conn.execute("SELECT hft_ensure_partitions(%s, %s)",
+                                       (lo, lo + timedelta(days=1 + self._days_ahead))).fetchall()
+                if created:
+                    log.info("created partitions %s", ", ".join(str(r[0]) for r in created))
+        self._days_ready.update(day + timedelta(days=i) for day in missing for i in range(self._days_ahead + 1))
+
+    def _retrying_missing_partition(self, run: Any, days: set[date]) -> Any:
+        """Run ``run(conn)``; if a partition was dropped behind our back (retention), recreate it once."""
+        conn = self._connection()
+        try:
+            self._ensure_days(conn, days)
+            return run(conn)
+        except Exception as exc:
+            self.close()
+            if not _is_missing_partition(exc):
+                raise
+            self._days_ready.clear()
+            conn = self._connection()
+            try:
+                self._ensure_days(conn, days)
+                return run(conn)
+            except Exception:
+                self.close()
+                raise
+
+    # ------------------------------------------------------------------------------ chains
     def write(self, records: Sequence[dict[str, Any]]) -> SinkResult:
         if not records:
             return SinkResult(0, 0, 0, 0)
@@ -174,61 +284,172 @@ class PostgresChainStore:
         for rec in records:
             s = rec["snapshot"]
             unique.setdefault((s["underlying"], s["expiry"], s["exchange_ts"]), rec)
-        conn = self._connection()
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                columns: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
-                for rec in unique.values():
-                    for i, value in enumerate(_metric_row(rec)):
-                        columns[i].append(value)
-                params = ", ".join(f"%s::{t}[]" for t in _METRIC_TYPES)
-                cur.execute(
-                    _METRICS_INSERT.format(  # type: ignore[arg-type]
-                        cols=", ".join(METRIC_COLUMNS),
-                        select=", ".join(c + "::text[]" if c == "quality_flags" else c for c in METRIC_COLUMNS),
-                        params=params,
-                    ),
-                    columns,
-                )
-                new_keys = {(u, e, ts) for u, e, ts in cur.fetchall()}
-                quote_rows = 0
-                if new_keys:
-                    with cur.copy(_QUOTE_COPY) as copy:  # type: ignore[arg-type]
-                        copy.write(HEADER)
-                        for key, rec in unique.items():
-                            if key in new_keys:
-                                data, n = _quote_rows(rec)
-                                if n:
-                                    copy.write(data)
-                                    quote_rows += n
-                        copy.write(TRAILER)
-                    latest: dict[tuple[str, Any], datetime] = {}
-                    for u, e, ts in new_keys:
-                        if (u, e) not in latest or ts > latest[(u, e)]:
-                            latest[(u, e)] = ts
-                    cur.executemany(
-                        "INSERT INTO chain_latest (underlying, expiry, ts) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (underlying, expiry) DO UPDATE SET ts = EXCLUDED.ts "
-                        "WHERE chain_latest.ts < EXCLUDED.ts",
-                        [(u, e, ts) for (u, e), ts in latest.items()],
-                    )
-                    seen: dict[str, tuple[int, str, str, int]] = {}
-                    for rec in unique.values():
-                        s = rec["snapshot"]
-                        seen[s["underlying"]] = (
-                            s["underlying_security_id"], s["segment"], s.get("exchange", "NSE"), s["lot_size"],
-                        )
-                    cur.executemany(
-                        "INSERT INTO underlyings (symbol, security_id, segment, exchange, lot_size) "
-                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET "
-                        "last_seen = now(), lot_size = EXCLUDED.lot_size",
-                        [(sym, *vals) for sym, vals in sorted(seen.items())],
-                    )
-        except Exception:
-            self.close()
-            raise
+        days = {ts.astimezone(UTC).date() for _, _, ts in unique}
+        new_keys, quote_rows = self._retrying_missing_partition(lambda conn: self._write_chains(conn, unique), days)
         written = len(new_keys)
         return SinkResult(len(records), written, len(records) - written, quote_rows)
+
+    def _write_chains(
+        self, conn: psycopg.Connection[Any], unique: dict[tuple[str, Any, datetime], dict[str, Any]]
+    ) -> tuple[set[tuple[str, date, datetime]], int]:
+        partitioned = self._layout == "partitioned"
+        with conn.transaction(), conn.cursor() as cur:
+            chains = sorted({(u, e) for u, e, _ in unique})
+            watermarks = rollups.lock_watermarks(cur, chains) if partitioned else {}
+            columns: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
+            for rec in unique.values():
+                for i, value in enumerate(_metric_row(rec)):
+                    columns[i].append(value)
+            params = ", ".join(f"%s::{t}[]" for t in _METRIC_TYPES)
+            cur.execute(
+                _METRICS_INSERT.format(
+                    cols=", ".join(METRIC_COLUMNS),
+                    select=", ".join(c + "::text[]" if c == "quality_flags" else c for c in METRIC_COLUMNS),
+                    params=params,
+                ),
+                columns,
+            )
+            new_keys = {(u, e, ts) for u, e, ts in cur.fetchall()}
+            quote_rows = 0
+            if not new_keys:
+                return new_keys, 0
+            fresh = [rec for key, rec in unique.items() if key in new_keys]
+            gex_parts: list[bytes] = []
+            with cur.copy(_QUOTE_COPY) as copy:
+                copy.write(HEADER)
+                for rec in fresh:
+                    data, n, gex, _ = _quote_rows(rec)
+                    if n:
+                        copy.write(data)
+                        quote_rows += n
+                    if gex:
+                        gex_parts.append(gex)
+                copy.write(TRAILER)
+            if gex_parts:
+                with cur.copy(_GEX_COPY) as copy:
+                    copy.write(HEADER)
+                    for part in gex_parts:
+                        copy.write(part)
+                    copy.write(TRAILER)
+            latest: dict[tuple[str, Any], datetime] = {}
+            for u, e, ts in new_keys:
+                if (u, e) not in latest or ts > latest[(u, e)]:
+                    latest[(u, e)] = ts
+            cur.executemany(
+                "INSERT INTO chain_latest (underlying, expiry, ts) VALUES (%s, %s, %s) "
+                "ON CONFLICT (underlying, expiry) DO UPDATE SET ts = EXCLUDED.ts "
+                "WHERE chain_latest.ts < EXCLUDED.ts",
+                sorted((u, e, ts) for (u, e), ts in latest.items()),
+            )
+            seen: dict[str, tuple[int, str, str, int]] = {}
+            for rec in fresh:
+                s = rec["snapshot"]
+                seen[s["underlying"]] = (
+                    s["underlying_security_id"], s["segment"], s.get("exchange", "NSE"), s["lot_size"],
+                )
+            cur.executemany(
+                "INSERT INTO underlyings (symbol, security_id, segment, exchange, lot_size) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET "
+                "last_seen = now(), lot_size = EXCLUDED.lot_size",
+                [(sym, *vals) for sym, vals in sorted(seen.items())],
+            )
+            instrument_sets = self._write_instruments(cur, fresh)
+            if partitioned:
+                by_chain: dict[tuple[str, date], list[datetime]] = {}
+                for u, e, ts in new_keys:
+                    by_chain.setdefault((u, e), []).append(ts)
+                rollups.advance(cur, watermarks, by_chain)
+        self._strike_sets.update(instrument_sets)
+        return new_keys, quote_rows
+
+    def _write_instruments(self, cur: psycopg.Cursor[Any], fresh: list[dict[str, Any]]) -> dict[tuple[str, date], int]:
+        """Upsert ``instruments`` for chains whose listed contracts changed since this store last looked."""
+        changed: dict[tuple[str, date], int] = {}
+        rows: list[tuple[Any, ...]] = []
+        for rec in sorted(fresh, key=lambda r: r["snapshot"]["exchange_ts"]):
+            s = rec["snapshot"]
+            chain = (s["underlying"], s["expiry"])
+            strikes = np.asarray(s["strikes"], dtype=np.float64)
+            ids = [np.asarray(s[side]["security_id"], dtype=np.int64) for side in ("ce", "pe")]
+            present = [np.asarray(s[side]["present"], dtype=bool) for side in ("ce", "pe")]
+            signature = hash((strikes.tobytes(), *(i.tobytes() for i in ids), *(p.tobytes() for p in present),
+                              int(s["lot_size"])))
+            if self._strike_sets.get(chain) == signature or changed.get(chain) == signature:
+                continue
+            changed[chain] = signature
+            for tag, sid, mask in zip(("CE", "PE"), ids, present, strict=True):
+                rows.extend((chain[0], chain[1], float(k), tag, int(i), int(s["lot_size"]), s["exchange_ts"])
+                            for k, i in zip(strikes[mask], sid[mask], strict=True))
+        if rows:
+            unique_rows = {r[:4]: r for r in rows}  # the newest snapshot's listing wins
+            cur.execute(
+                "INSERT INTO instruments (underlying, expiry, strike, option_type, security_id, lot_size, first_seen) "
+                "SELECT * FROM unnest(%s::text[], %s::date[], %s::float8[], %s::text[], %s::int8[], %s::int4[], "
+                "%s::timestamptz[]) ORDER BY 1, 2, 3, 4 "
+                "ON CONFLICT (underlying, expiry, strike, option_type) DO UPDATE SET "
+                "security_id = EXCLUDED.security_id, lot_size = EXCLUDED.lot_size, "
+                "first_seen = least(instruments.first_seen, EXCLUDED.first_seen) "
+                "WHERE (instruments.security_id, instruments.lot_size) IS DISTINCT FROM "
+                "(EXCLUDED.security_id, EXCLUDED.lot_size) OR EXCLUDED.first_seen < instruments.first_seen",
+                [list(col) for col in zip(*sorted(unique_rows.values()), strict=True)],
+            )
+        return changed
+
+    # ---------------------------------------------------------------------- other tables
+    def write_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Idempotent bulk write into one of ``WRITABLE_TABLES``; returns the rows that were new.
+
+        Rows are mappings from column name to value (``ts`` timezone-aware; jsonb columns take
+        dicts/lists).  Columns left out take their defaults.  Rows go through a binary COPY into a
+        temporary staging table, then ``INSERT ... ON CONFLICT DO NOTHING`` on the primary key, so a
+        replayed batch adds nothing.
+        """
+        if table not in WRITABLE_TABLES:
+            raise ValueError(f"write_rows accepts {', '.join(WRITABLE_TABLES)}; not {table!r}")
+        if not rows:
+            return 0
+        names = sorted({k for row in rows for k in row})
+        for row in rows:
+            ts = row.get("ts")
+            if not isinstance(ts, datetime) or ts.tzinfo is None:
+                raise ValueError(f"every {table} row needs a timezone-aware datetime 'ts'")
+        days = {row["ts"].astimezone(UTC).date() for row in rows}
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            types = self._columns_of(conn, table)
+            unknown = [n for n in names if n not in types]
+            if unknown:
+                raise ValueError(f"{table} has no column(s) {', '.join(unknown)}; columns: {', '.join(types)}")
+            stage = sql.Identifier(f"stage_{table}")
+            cols = sql.SQL(", ").join(map(sql.Identifier, names))
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                ).format(stage, sql.Identifier(table)))
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, cols)) as copy:
+                    copy.set_types([types[n][1] for n in names])
+                    for row in rows:
+                        copy.write_row([_adapt(row.get(n), types[n][0]) for n in names])
+                cur.execute(sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} ON CONFLICT DO NOTHING").format(
+                    t=sql.Identifier(table), c=cols, s=stage))
+                return max(cur.rowcount, 0)
+
+        result: int = self._retrying_missing_partition(run, days)
+        return result
+
+    def _columns_of(self, conn: psycopg.Connection[Any], table: str) -> dict[str, tuple[str, int]]:
+        """Column name → (type name, type oid for the binary COPY; text for char/varchar)."""
+        if table not in self._table_columns:
+            with conn.transaction():
+                found = conn.execute(
+                    "SELECT attname, format_type(atttypid, NULL), "
+                    "CASE WHEN atttypid IN ('bpchar'::regtype, 'varchar'::regtype) THEN 'text'::regtype::oid "
+                    "ELSE atttypid END FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    (table,),
+                ).fetchall()
+            self._table_columns[table] = {str(n): (str(t), int(oid)) for n, t, oid in found}
+        return self._table_columns[table]
 
     def write_dead_letters(self, letters: Sequence[dict[str, Any]]) -> int:
         """Store dead letters (idempotent per source topic position)."""
@@ -253,6 +474,19 @@ class PostgresChainStore:
             self.close()
             raise
         return len(letters)
+
+
+def _adapt(value: Any, pg_type: str) -> Any:
+    """Python value for a binary COPY field: JSON columns take Jsonb, NaN floats become NULL."""
+    if value is None:
+        return None
+    if pg_type in ("jsonb", "json"):
+        return value if isinstance(value, Jsonb) else Jsonb(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _metric_row(rec: dict[str, Any]) -> tuple[Any, ...]:

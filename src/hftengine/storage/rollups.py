@@ -1,0 +1,399 @@
+"""Rollups of chain metrics and option quotes at 1 minute, 5 minutes, 1 hour and 1 day.
+
+Every rollup row describes one bucket ``[ts, ts + width)`` of one key (a chain, or one contract)
+with mergeable aggregates only, so a coarser level is computed exactly from the finer one:
+
+``n_snapshots``  count of raw rows (merge: sum)
+``first_ts``     earliest raw ts in the bucket (merge: min)
+``last_ts``      latest raw ts in the bucket (merge: max)
+``first``        the column's value at ``first_ts`` (merge: the one with the smallest ``first_ts``)
+``last``         the column's value at ``last_ts``, NULL included (merge: largest ``last_ts``)
+``min``/``max``  NULLs ignored (merge: min/max)
+
+Buckets are aligned like TimescaleDB's ``time_bucket``: to 2000-01-03 00:00 UTC, so days are UTC
+days (an NSE session, 03:45-10:00 UTC, lies inside one) and hours start at hh:30 IST.
+
+TimescaleDB: the rollups are hierarchical continuous aggregates with real-time aggregation
+(``sql/timescale/0004_rollups.sql``).  Plain PostgreSQL: they are tables that the sink fills in
+the same transaction as the raw rows: per chain, ``rollup_watermarks.materialized_until`` (W) says
+which buckets are stored (those ending at or before W).  When a chain's newest snapshot moves into
+a later minute, the buckets it closed are computed from raw rows (1 m) or from the finer level
+(5 m from 1 m, 1 h from 5 m, 1 d from 1 h); a late row below W recomputes its buckets.  Reads add
+the open buckets (after W) from 1 m rows and raw rows: see ``history``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+AggKind = Literal["first", "last", "min", "max"]
+
+ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
+LEVELS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+PARENT: dict[str, str] = {"5m": "1m", "1h": "5m", "1d": "1h"}
+BOOKKEEPING = ("n_snapshots", "first_ts", "last_ts")
+
+
+def floor_bucket(ts: datetime, level: str) -> datetime:
+    """Start of the ``level`` bucket holding ``ts`` (timezone-aware, UTC)."""
+    width = LEVELS[level]
+    return ORIGIN + ((ts - ORIGIN) // width) * width
+
+
+def ceil_bucket(ts: datetime, level: str) -> datetime:
+    """Smallest bucket start ``>= ts``."""
+    start = floor_bucket(ts, level)
+    return start if start == ts else start + LEVELS[level]
+
+
+@dataclass(frozen=True)
+class RollupColumn:
+    name: str
+    kind: AggKind
+    source: str
+    sql_type: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class RollupFamily:
+    """The rollups of one raw table: ``<source>_1m``, ``_5m``, ``_1h``, ``_1d``."""
+
+    source: str
+    keys: tuple[str, ...]            # identity besides ts; the chain is always (underlying, expiry)
+    key_types: tuple[str, ...]
+    columns: tuple[RollupColumn, ...]
+    retention: dict[str, str | None]  # per level, SQL interval text
+
+    def table(self, level: str) -> str:
+        return f"{self.source}_{level}"
+
+    @property
+    def extra_keys(self) -> tuple[str, ...]:
+        return self.keys[2:]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return ("ts", *self.keys, *BOOKKEEPING, *(c.name for c in self.columns))
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return (*self.keys, "ts")
+
+
+def _last(names: Iterable[tuple[str, str]], source_table: str) -> list[RollupColumn]:
+    return [RollupColumn(n, "last", n, t, f"{source_table}.{n} at last_ts") for n, t in names]
+
+
+F8 = "double precision"
+
+CHAIN_METRICS = RollupFamily(
+    source="chain_metrics",
+    keys=("underlying", "expiry"),
+    key_types=("text", "date"),
+    columns=(
+        RollupColumn("spot_open", "first", "spot", F8, "spot at first_ts"),
+        RollupColumn("spot_high", "max", "spot", F8, "highest spot"),
+        RollupColumn("spot_low", "min", "spot", F8, "lowest spot"),
+        *_last([("spot", F8), ("forward", F8), ("time_to_expiry", F8), ("pcr_oi", F8)], "chain_metrics"),
+        RollupColumn("pcr_oi_min", "min", "pcr_oi", F8, "lowest pcr_oi"),
+        RollupColumn("pcr_oi_max", "max", "pcr_oi", F8, "highest pcr_oi"),
+        *_last([("pcr_volume", F8), ("pcr_doi", F8), ("max_pain", F8), ("total_gex", F8)], "chain_metrics"),
+        RollupColumn("total_gex_min", "min", "total_gex", F8, "lowest total_gex"),
+        RollupColumn("total_gex_max", "max", "total_gex", F8, "highest total_gex"),
+        *_last([("gamma_flip", F8), ("call_wall", F8), ("put_wall", F8), ("atm_iv", F8)], "chain_metrics"),
+        RollupColumn("atm_iv_min", "min", "atm_iv", F8, "lowest atm_iv"),
+        RollupColumn("atm_iv_max", "max", "atm_iv", F8, "highest atm_iv"),
+        *_last([("rr25", F8), ("bf25", F8), ("lot_size", "integer"), ("n_contracts", "integer"),
+                ("conventions_version", "text")], "chain_metrics"),
+    ),
+    retention={"1m": "400 days", "5m": "400 days", "1h": None, "1d": None},
+)
+
+OPTION_QUOTES = RollupFamily(
+    source="option_quotes",
+    keys=("underlying", "expiry", "strike", "option_type"),
+    key_types=("text", "date", F8, "char(2)"),
+    columns=(
+        *_last([("security_id", "bigint"), ("spot", F8)], "option_quotes"),
+        RollupColumn("last_price_open", "first", "last_price", F8, "last_price at first_ts"),
+        RollupColumn("last_price_high", "max", "last_price", F8, "highest last_price"),
+        RollupColumn("last_price_low", "min", "last_price", F8, "lowest last_price"),
+        *_last([("last_price", F8), ("bid", F8), ("ask", F8), ("bid_qty", "bigint"), ("ask_qty", "bigint"),
+                ("volume", "bigint")], "option_quotes"),
+        RollupColumn("oi_open", "first", "oi", "bigint", "oi at first_ts"),
+        *_last([("oi", "bigint"), ("prev_oi", "bigint"), ("prev_close", F8), ("avg_price", F8),
+                ("broker_iv", F8), ("iv", F8)], "option_quotes"),
+        RollupColumn("iv_min", "min", "iv", F8, "lowest iv"),
+        RollupColumn("iv_max", "max", "iv", F8, "highest iv"),
+        *_last([("delta", F8), ("gamma", F8), ("theta", F8), ("vega", F8), ("rho", F8), ("vanna", F8),
+                ("charm", F8), ("gex", F8), ("buildup", "smallint")], "option_quotes"),
+    ),
+    retention={"1m": "90 days", "5m": "400 days", "1h": None, "1d": None},
+)
+
+FAMILIES: dict[str, RollupFamily] = {f.source: f for f in (CHAIN_METRICS, OPTION_QUOTES)}
+ROLLUP_TABLES: tuple[str, ...] = tuple(f.table(level) for f in FAMILIES.values() for level in LEVELS)
+
+
+# ----------------------------------------------------------------------------------- SQL builders
+def bucket_expr(level: str, column: sql.Composable) -> sql.Composable:
+    """``date_bin`` with TimescaleDB's default origin (identical to ``time_bucket(width, ts)``)."""
+    seconds = int(LEVELS[level].total_seconds())
+    return sql.SQL("date_bin({}, {}, {})").format(
+        sql.Literal(timedelta(seconds=seconds)), column, sql.Literal(ORIGIN))
+
+
+def aggregate_select(family: RollupFamily, level: str, alias: str, *, from_raw: bool) -> sql.Composed:
+    """Select list computing ``level`` buckets from raw rows or from the finer rollup (alias ``alias``)."""
+    a = sql.Identifier(alias)
+
+    def col(name: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(a, sql.Identifier(name))
+
+    items: list[sql.Composable] = [sql.SQL("{} AS ts").format(bucket_expr(level, col("ts")))]
+    items += [col(k) for k in family.keys]
+    if from_raw:
+        items += [sql.SQL("count(*) AS n_snapshots"), sql.SQL("min({}) AS first_ts").format(col("ts")),
+                  sql.SQL("max({}) AS last_ts").format(col("ts"))]
+        first_order, last_order = col("ts"), col("ts")
+    else:
+        items += [sql.SQL("sum({})::bigint AS n_snapshots").format(col("n_snapshots")),
+                  sql.SQL("min({}) AS first_ts").format(col("first_ts")),
+                  sql.SQL("max({}) AS last_ts").format(col("last_ts"))]
+        first_order, last_order = col("first_ts"), col("last_ts")
+    for c in family.columns:
+        src = col(c.source if from_raw else c.name)
+        name = sql.Identifier(c.name)
+        if c.kind == "first":
+            items.append(sql.SQL("(array_agg({} ORDER BY {}))[1] AS {}").format(src, first_order, name))
+        elif c.kind == "last":
+            items.append(sql.SQL("(array_agg({} ORDER BY {} DESC))[1] AS {}").format(src, last_order, name))
+        else:
+            items.append(sql.SQL("{}({}) AS {}").format(sql.SQL(c.kind), src, name))
+    return sql.SQL(", ").join(items)
+
+
+def group_by(family: RollupFamily, alias: str) -> sql.Composed:
+    a = sql.Identifier(alias)
+    return sql.SQL("GROUP BY 1, {}").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(a, sql.Identifier(k)) for k in family.keys))
+
+
+def _materialize_sql(family: RollupFamily, level: str) -> sql.Composed:
+    """INSERT ... SELECT the ``level`` buckets of the chain ranges given as four arrays."""
+    from_raw = level == "1m"
+    source = family.source if from_raw else family.table(PARENT[level])
+    names = family.column_names
+    updates = [n for n in names if n not in family.primary_key]
+    return sql.SQL(
+        "INSERT INTO {table} ({cols}) SELECT {select} FROM {source} s "
+        "JOIN unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) AS r(u, e, lo, hi) "
+        "ON s.underlying = r.u AND s.expiry = r.e AND s.ts >= r.lo AND s.ts < r.hi {group} "
+        "ON CONFLICT ({pk}) DO UPDATE SET {set}"
+    ).format(
+        table=sql.Identifier(family.table(level)),
+        cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+        select=aggregate_select(family, level, "s", from_raw=from_raw),
+        source=sql.Identifier(source),
+        group=group_by(family, "s"),
+        pk=sql.SQL(", ").join(map(sql.Identifier, family.primary_key)),
+        set=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updates),
+    )
+
+
+# ------------------------------------------------------------------- materialization planning
+Chain = tuple[str, date]
+Range = tuple[datetime, datetime]
+
+
+def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
+    out: list[Range] = []
+    for lo, hi in sorted(r for r in ranges if r[0] < r[1]):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def plan_materialization(
+    old: datetime | None, new: datetime, late_minutes: Iterable[datetime], first_ts: datetime | None
+) -> dict[str, list[Range]]:
+    """Bucket ranges to (re)compute per level when a chain's watermark moves from ``old`` to ``new``.
+
+    ``late_minutes`` are 1 m bucket starts that received rows although they were already closed
+    (below ``old``); ``first_ts`` is the chain's earliest raw ts (used when ``old`` is None).
+    """
+    start = old if old is not None else (floor_bucket(first_ts, "1m") if first_ts is not None else new)
+    late = sorted(set(late_minutes))
+    plan: dict[str, list[Range]] = {"1m": merge_ranges([(start, new), *((b, b + LEVELS["1m"]) for b in late)])}
+    for level, width in LEVELS.items():
+        if level == "1m":
+            continue
+        ranges: list[Range] = [(floor_bucket(start, level), floor_bucket(new, level))]
+        for b in late:
+            lb = floor_bucket(b, level)
+            if lb + width <= new:
+                ranges.append((lb, lb + width))
+        plan[level] = merge_ranges(ranges)
+    return plan
+
+
+def materialize(cur: psycopg.Cursor[Any], plans: dict[Chain, dict[str, list[Range]]]) -> int:
+    """Run the plans (every family, finest level first) in the caller's transaction; rows written."""
+    written = 0
+    for level in LEVELS:
+        arrays: tuple[list[str], list[date], list[datetime], list[datetime]] = ([], [], [], [])
+        for (u, e), plan in sorted(plans.items()):
+            for lo, hi in plan.get(level, []):
+                arrays[0].append(u)
+                arrays[1].append(e)
+                arrays[2].append(lo)
+                arrays[3].append(hi)
+        if not arrays[0]:
+            continue
+        for family in FAMILIES.values():
+            cur.execute(_materialize_sql(family, level), arrays)
+            written += max(cur.rowcount, 0)
+    return written
+
+
+def lock_watermarks(cur: psycopg.Cursor[Any], chains: Sequence[Chain]) -> dict[Chain, datetime | None]:
+    """Create missing watermark rows and lock them (sorted, so concurrent writers never deadlock)."""
+    keys = sorted(set(chains))
+    us, es = [k[0] for k in keys], [k[1] for k in keys]
+    cur.execute(
+        "INSERT INTO rollup_watermarks (underlying, expiry) SELECT * FROM unnest(%s::text[], %s::date[]) "
+        "ORDER BY 1, 2 ON CONFLICT DO NOTHING", (us, es))
+    cur.execute(
+        "SELECT w.underlying, w.expiry, w.materialized_until FROM rollup_watermarks w "
+        "JOIN unnest(%s::text[], %s::date[]) AS k(u, e) ON w.underlying = k.u AND w.expiry = k.e "
+        "ORDER BY 1, 2 FOR UPDATE OF w", (us, es))
+    return {(u, e): w for u, e, w in cur.fetchall()}
+
+
+def first_snapshot_ts(cur: psycopg.Cursor[Any], chains: Sequence[Chain]) -> dict[Chain, datetime | None]:
+    if not chains:
+        return {}
+    cur.execute(
+        "SELECT k.u, k.e, (SELECT min(m.ts) FROM chain_metrics m WHERE m.underlying = k.u AND m.expiry = k.e) "
+        "FROM unnest(%s::text[], %s::date[]) AS k(u, e)",
+        ([c[0] for c in chains], [c[1] for c in chains]))
+    return {(u, e): ts for u, e, ts in cur.fetchall()}
+
+
+def advance(
+    cur: psycopg.Cursor[Any],
+    watermarks: dict[Chain, datetime | None],
+    new_rows: dict[Chain, list[datetime]],
+    *,
+    close_until: dict[Chain, datetime] | None = None,
+) -> int:
+    """Materialize what ``new_rows`` (raw ts per chain, just written) closed or invalidated.
+
+    The watermark of a chain becomes the start of the minute of its newest row (that minute is
+    still open), or ``close_until[chain]`` when given (used to close idle chains).  Watermark rows
+    must be locked by ``lock_watermarks`` in the same transaction.
+    """
+    plans: dict[Chain, dict[str, list[Range]]] = {}
+    new_w: dict[Chain, datetime] = {}
+    chains = sorted(set(new_rows) | set(close_until or {}))
+    unknown = [c for c in chains if watermarks.get(c) is None]
+    firsts = first_snapshot_ts(cur, unknown)
+    for chain in chains:
+        old = watermarks.get(chain)
+        times = new_rows.get(chain, [])
+        target = (close_until or {}).get(chain)
+        if target is None:
+            target = floor_bucket(max(times), "1m") if times else old
+        if target is None:
+            continue
+        if old is not None and target < old:
+            target = old
+        late = [floor_bucket(t, "1m") for t in times if old is not None and t < old]
+        if old is not None and target == old and not late:
+            continue
+        if old is None and firsts.get(chain) is None:
+            continue
+        plans[chain] = plan_materialization(old, target, late, firsts.get(chain))
+        if target != old:
+            new_w[chain] = target
+    if not plans:
+        return 0
+    written = materialize(cur, plans)
+    if new_w:
+        keys = sorted(new_w)
+        cur.execute(
+            "UPDATE rollup_watermarks w SET materialized_until = k.w, updated_at = now() "
+            "FROM unnest(%s::text[], %s::date[], %s::timestamptz[]) AS k(u, e, w) "
+            "WHERE w.underlying = k.u AND w.expiry = k.e",
+            ([k[0] for k in keys], [k[1] for k in keys], [new_w[k] for k in keys]))
+    return written
+
+
+# --------------------------------------------------------------------------------- refreshing
+@dataclass(frozen=True)
+class RefreshReport:
+    layout: str
+    chains_closed: int = 0
+    rows_written: int = 0
+
+
+def storage_layout(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT hft_storage_layout()").fetchone()
+    return str(row[0]) if row else "partitioned"
+
+
+def refresh_rollups(dsn: str, *, idle: timedelta = timedelta(minutes=10), now: datetime | None = None) -> RefreshReport:
+    """Bring every rollup up to date.
+
+    Plain PostgreSQL: chains whose newest snapshot was stored more than ``idle`` before ``now``
+    (wall clock) get all their buckets closed, up to the end of that snapshot's day (a snapshot
+    arriving later is handled as late data).  TimescaleDB: refreshes every continuous aggregate,
+    finest first, over its whole range.
+    """
+    now = now or datetime.now(UTC)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        layout = storage_layout(conn)
+        if layout == "timescaledb":
+            for level in LEVELS:
+                for family in FAMILIES.values():
+                    conn.execute(sql.SQL("CALL refresh_continuous_aggregate({}, NULL, NULL)").format(
+                        sql.Literal(family.table(level))))
+            return RefreshReport(layout)
+        rows = conn.execute(
+            """SELECT l.underlying, l.expiry, l.ts FROM chain_latest l
+               JOIN chain_metrics m ON m.underlying = l.underlying AND m.expiry = l.expiry AND m.ts = l.ts
+               LEFT JOIN rollup_watermarks w ON w.underlying = l.underlying AND w.expiry = l.expiry
+               WHERE m.stored_ts <= %s
+                 AND (w.materialized_until IS NULL
+                      OR w.materialized_until < date_bin('1 day', l.ts, %s) + interval '1 day')
+               ORDER BY 1, 2""",
+            (now - idle, ORIGIN),
+        ).fetchall()
+        closed = written = 0
+        for u, e, latest in rows:
+            end_of_day = floor_bucket(latest, "1d") + LEVELS["1d"]
+            with conn.transaction(), conn.cursor() as cur:
+                marks = lock_watermarks(cur, [(u, e)])
+                old = marks.get((u, e))
+                if old is not None and old >= end_of_day:
+                    continue
+                written += advance(cur, marks, {}, close_until={(u, e): end_of_day})
+                closed += 1
+        return RefreshReport(layout, closed, written)

@@ -1,0 +1,329 @@
+"""Rollups and history queries on a real database, plain PostgreSQL and (when reachable) TimescaleDB.
+
+The same suite runs on both layouts: rows go in through the sink (with late and replayed data),
+then every rollup level and every history query is compared with aggregates recomputed in Python
+from the raw rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from hftengine.api import create_api
+from hftengine.config import Settings
+from hftengine.storage import history
+from hftengine.storage.migrations import migrate
+from hftengine.storage.queries import Queries
+from hftengine.storage.rollups import FAMILIES, LEVELS, RollupFamily, floor_bucket, refresh_rollups
+from hftengine.storage.sink import PostgresChainStore
+from tests.conftest import with_database
+from tests.factories import enriched_for, make_chain
+
+DAY = datetime(2026, 11, 19, tzinfo=UTC)
+E1 = date(2026, 11, 26)
+E2 = date(2026, 12, 31)
+NO_TIMESCALE = ("TimescaleDB path not tested: set TIMESCALEDB_URL to a PostgreSQL server with the "
+                "timescaledb extension (>= 2.13) available")
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
+def layout_dsn(request: pytest.FixtureRequest, make_database: Callable[..., str]) -> Iterator[str]:
+    """A migrated database of each layout (the TimescaleDB one only when TIMESCALEDB_URL is set)."""
+    if request.param == "postgresql":
+        yield make_database(migrated=False)
+        return
+    server = os.environ.get("TIMESCALEDB_URL")
+    if not server:
+        pytest.skip(NO_TIMESCALE)
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(server, name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _records() -> list[dict[str, Any]]:
+    """Two chains of NIFTY over ~70 minutes across hour boundaries, plus a few next-day snapshots."""
+    rng = np.random.default_rng(7)
+    out: list[dict[str, Any]] = []
+    times = [(E1, DAY + timedelta(hours=3, minutes=57, seconds=float(s))) for s in np.cumsum(rng.uniform(3, 17, 330))]
+    times += [(E2, DAY + timedelta(hours=4, seconds=23 * i)) for i in range(60)]
+    times += [(E1, DAY + timedelta(days=1, hours=3, minutes=50, seconds=31 * i)) for i in range(5)]
+    for i, (expiry, ts) in enumerate(times):
+        ts = ts.replace(microsecond=0)
+        spot = 25000 + 60 * math.sin(i / 25) + float(rng.normal(0, 3))
+        rec = enriched_for(make_chain(ts=ts, spot=spot, n_strikes=5, expiry=expiry, seed=i))
+        rec["atm_iv"] = math.nan if i % 11 == 0 else 0.1 + 0.02 * float(rng.random())
+        rec["total_gex"] = float(rng.normal(0, 1e9))
+        rec["pcr_oi"] = float(rng.uniform(0.6, 1.4))
+        rec["gamma_flip"] = None if i % 5 else spot - 100
+        ivs = rec["ce_analytics"]["iv"]
+        ivs[2] = math.nan if i % 7 == 0 else ivs[2] * (1 + 0.1 * float(rng.random()))
+        out.append(rec)
+    return out
+
+
+def _load(dsn: str) -> list[dict[str, Any]]:
+    """Write the records in batches, holding every 13th back so it arrives late, and replay some."""
+    records = _records()
+    records.sort(key=lambda r: r["snapshot"]["exchange_ts"])
+    held: list[dict[str, Any]] = []
+    batches: list[list[dict[str, Any]]] = []
+    batch: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        (held if i % 13 == 5 else batch).append(rec)
+        if len(batch) == 4:
+            batches.append(batch)
+            batch = []
+        if len(held) == 3:
+            batches.append(held)
+            held = []
+    batches += [b for b in (batch, held) if b]
+    with PostgresChainStore(dsn) as store:
+        for i, b in enumerate(batches):
+            store.write(b)
+            if i % 9 == 0:
+                store.write(b)  # replay
+    return records
+
+
+@pytest.fixture(scope="module")
+def loaded(layout_dsn: str) -> str:
+    migrate(layout_dsn, use_timescale=None)
+    _load(layout_dsn)
+    return layout_dsn
+
+
+@pytest.fixture
+async def queries(loaded: str) -> AsyncIterator[Queries]:
+    async with AsyncConnectionPool(loaded, min_size=1, max_size=2, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        yield Queries(pool)
+
+
+# ------------------------------------------------------------------------------ recomputation
+def raw_rows(dsn: str, family: RollupFamily) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(f"SELECT * FROM {family.source} ORDER BY ts")  # noqa: S608
+        return list(cur.fetchall())
+
+
+def recompute(rows: list[dict[str, Any]], family: RollupFamily, level: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Rollup rows computed in Python from raw rows, keyed by (ts, *keys)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(floor_bucket(r["ts"], level), *(r[k] for k in family.keys))].append(r)
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, rs in groups.items():
+        rs.sort(key=lambda r: r["ts"])
+        row: dict[str, Any] = {"n_snapshots": len(rs), "first_ts": rs[0]["ts"], "last_ts": rs[-1]["ts"]}
+        for c in family.columns:
+            values = [r[c.source] for r in rs]
+            present = [v for v in values if v is not None]
+            if c.kind == "first":
+                row[c.name] = values[0]
+            elif c.kind == "last":
+                row[c.name] = values[-1]
+            elif c.kind == "min":
+                row[c.name] = min(present) if present else None
+            else:
+                row[c.name] = max(present) if present else None
+        out[key] = row
+    return out
+
+
+def keyed(rows: list[dict[str, Any]], family: RollupFamily) -> dict[tuple[Any, ...], dict[str, Any]]:
+    skip = {"ts", *family.keys}
+    return {(r["ts"], *(r[k] for k in family.keys)): {k: v for k, v in r.items() if k not in skip} for r in rows}
+
+
+def table_rows(dsn: str, table: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(f"SELECT * FROM {table}")  # noqa: S608
+        return list(cur.fetchall())
+
+
+# ----------------------------------------------------------------------------------- the suite
+@pytest.mark.parametrize("level", list(LEVELS))
+async def test_metrics_history_equals_recomputation(loaded: str, queries: Queries, level: str) -> None:
+    family = FAMILIES["chain_metrics"]
+    expected = recompute(raw_rows(loaded, family), family, level)
+    start, end = DAY, DAY + timedelta(days=2)
+    fields = ",".join(history.METRIC_ROLLUP_FIELDS)
+    rows = await queries.metrics_history("NIFTY", None, start, end, 10_000, bucket=level, fields=fields)
+    assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
+    assert keyed(rows, family) == expected
+    only_e2 = await queries.metrics_history("NIFTY", E2, start, end, 10_000, bucket=level, fields=fields)
+    assert keyed(only_e2, family) == {k: v for k, v in expected.items() if k[2] == E2}
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+async def test_contract_history_equals_recomputation(loaded: str, queries: Queries, level: str) -> None:
+    family = FAMILIES["option_quotes"]
+    raw = [r for r in raw_rows(loaded, family) if r["expiry"] == E1 and r["strike"] == 25000.0]
+    assert len(raw) > 100
+    expected = recompute(raw, family, level)
+    fields = ",".join(history.CONTRACT_ROLLUP_FIELDS)
+    start, end = DAY + timedelta(hours=4, minutes=7, seconds=30), DAY + timedelta(hours=4, minutes=41)
+    both = await queries.contract_history("NIFTY", E1, 25000.0, None, start, end, 10_000, bucket=level, fields=fields)
+    lo, hi = floor_bucket(start, level), end
+    want = {k: v for k, v in expected.items() if lo <= k[0] < hi}
+    assert keyed([{**r, "underlying": "NIFTY", "expiry": E1, "strike": 25000.0} for r in both], family) == want
+    puts = await queries.contract_history("NIFTY", E1, 25000.0, "PE", start, end, 10_000, bucket=level,
+                                          fields="iv,iv_max,oi_open")
+    assert {(r["ts"], r["iv"], r["iv_max"], r["oi_open"]) for r in puts} == {
+        (k[0], v["iv"], v["iv_max"], v["oi_open"]) for k, v in want.items() if k[4] == "PE"}
+
+
+async def test_raw_history_is_every_snapshot_in_range(loaded: str, queries: Queries) -> None:
+    start, end = DAY + timedelta(hours=4), DAY + timedelta(hours=4, minutes=10)
+    rows = await queries.metrics_history("NIFTY", E1, start, end, 10_000, bucket="raw", fields="spot,pcr_oi")
+    stored = [r for r in raw_rows(loaded, FAMILIES["chain_metrics"]) if r["expiry"] == E1 and start <= r["ts"] < end]
+    assert [(r["ts"], r["spot"], r["pcr_oi"]) for r in rows] == [(r["ts"], r["spot"], r["pcr_oi"]) for r in stored]
+    assert set(rows[0]) == {"ts", "underlying", "expiry", "spot", "pcr_oi"}
+    limited = await queries.metrics_history("NIFTY", E1, start, end, 5, bucket="raw", fields="spot")
+    assert [r["ts"] for r in limited] == [r["ts"] for r in rows[:5]]
+    legs = await queries.contract_history("NIFTY", E1, 25000.0, "CE", start, end, 10_000, fields="iv,oi")
+    quotes = [r for r in raw_rows(loaded, FAMILIES["option_quotes"]) if r["expiry"] == E1 and r["strike"] == 25000.0
+              and r["option_type"] == "CE" and start <= r["ts"] < end]
+    assert [(r["ts"], r["iv"], r["oi"]) for r in legs] == [(r["ts"], r["iv"], r["oi"]) for r in quotes]
+
+
+async def test_history_is_stable_after_rollups_are_refreshed(loaded: str, queries: Queries) -> None:
+    """Closing every bucket (plain) / refreshing every continuous aggregate changes no answer."""
+    fields = ",".join(history.METRIC_ROLLUP_FIELDS)
+    before = {lv: await queries.metrics_history("NIFTY", None, DAY, DAY + timedelta(days=2), 10_000, bucket=lv,
+                                                fields=fields) for lv in LEVELS}
+    refresh_rollups(loaded, idle=timedelta(0))
+    for level, rows in before.items():
+        assert await queries.metrics_history("NIFTY", None, DAY, DAY + timedelta(days=2), 10_000, bucket=level,
+                                             fields=fields) == rows
+
+
+@pytest.mark.parametrize("table", [f.table(lv) for f in FAMILIES.values() for lv in LEVELS])
+def test_rollup_tables_equal_recomputation(loaded: str, table: str) -> None:
+    """Every stored rollup row equals the recomputation; after a refresh every bucket is stored."""
+    family = next(f for f in FAMILIES.values() if table.startswith(f.source + "_"))
+    level = table.rsplit("_", 1)[1]
+    expected = recompute(raw_rows(loaded, family), family, level)
+    stored = keyed(table_rows(loaded, table), family)
+    assert stored, f"{table} is empty"
+    assert {k: expected[k] for k in stored} == stored  # whatever is stored is right (closed buckets)
+    refresh_rollups(loaded, idle=timedelta(0))
+    assert keyed(table_rows(loaded, table), family) == expected
+
+
+def test_plain_rollups_hold_exactly_the_closed_buckets(make_database: Callable[..., str]) -> None:
+    dsn = make_database(migrated=True)
+    _load(dsn)
+    with psycopg.connect(dsn) as conn:
+        marks = {(u, e): w for u, e, w in conn.execute(
+            "SELECT underlying, expiry, materialized_until FROM rollup_watermarks")}
+    for family in FAMILIES.values():
+        raw = raw_rows(dsn, family)
+        for level, width in LEVELS.items():
+            expected = recompute(raw, family, level)
+            closed = {k: v for k, v in expected.items() if k[0] + width <= marks[(k[1], k[2])]}
+            assert keyed(table_rows(dsn, family.table(level)), family) == closed, family.table(level)
+
+
+# ------------------------------------------------------------------------------------- buckets
+def test_auto_bucket_picks_the_coarsest_with_enough_points() -> None:
+    t = DAY
+
+    def pick(span: timedelta, fields: str | None = None, n: int = 100) -> str:
+        return history.choose_bucket("auto", t, t + span, kind="metrics", fields=fields, min_points=n)
+
+    assert pick(timedelta(days=365)) == "1d"
+    assert pick(timedelta(days=30)) == "1h"
+    assert pick(timedelta(days=1)) == "5m"
+    assert pick(timedelta(hours=3)) == "1m"
+    assert pick(timedelta(minutes=30)) == "raw"
+    assert pick(timedelta(minutes=30), fields="atm_iv_max") == "1m"  # rollup-only field: never raw
+    assert pick(timedelta(minutes=30), fields="quality_flags") == "raw"  # raw-only field
+    assert pick(timedelta(days=30), n=30) == "1d"
+    assert history.choose_bucket("5m", t, t + timedelta(days=300), kind="contract") == "5m"
+    with pytest.raises(history.FieldError, match="bucket must be one of"):
+        history.choose_bucket("2m", t, t + timedelta(days=1), kind="metrics")
+    with pytest.raises(history.FieldError, match="available: .*spot_open"):
+        history.parse_fields("metrics", "1h", "spot,bogus")
+    with pytest.raises(history.FieldError, match="unknown field"):
+        history.parse_fields("contract", "raw", "iv_min")
+
+
+# ------------------------------------------------------------------------------------------ API
+@pytest.fixture
+async def api(loaded: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_api(Settings(database_url=loaded))
+    async with AsyncConnectionPool(loaded, min_size=1, max_size=2, open=False,
+                                   kwargs={"autocommit": True}) as pool:
+        app.state.queries = Queries(pool)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            yield client
+
+
+async def test_api_metrics_history_buckets_and_fields(loaded: str, api: httpx.AsyncClient) -> None:
+    params = {"from": "2026-11-19T04:00:00Z", "to": "2026-11-19T05:00:00Z"}
+    r = await api.get("/v1/analytics/NIFTY/metrics/history", params={**params, "bucket": "5m",
+                                                                      "fields": "pcr_oi,atm_iv_max"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["bucket"] == "5m" and body["fields"] == ["pcr_oi", "atm_iv_max"]
+    expected = recompute(raw_rows(loaded, FAMILIES["chain_metrics"]), FAMILIES["chain_metrics"], "5m")
+    got = {(datetime.fromisoformat(m["ts"]), m["expiry"]): (m["pcr_oi"], m["atm_iv_max"]) for m in body["metrics"]}
+    assert got == {(k[0], k[2].isoformat()): (v["pcr_oi"], v["atm_iv_max"]) for k, v in expected.items()
+                   if DAY + timedelta(hours=4) <= k[0] < DAY + timedelta(hours=5)}
+    raw = (await api.get("/v1/analytics/NIFTY/metrics/history", params=params)).json()
+    assert raw["bucket"] == "raw" and raw["count"] > 100 and "quality_flags" in raw["metrics"][0]
+    auto = (await api.get("/v1/analytics/NIFTY/metrics/history", params={**params, "bucket": "auto",
+                                                                          "min_points": 12})).json()
+    assert auto["bucket"] == "5m"
+
+
+async def test_api_contract_history(api: httpx.AsyncClient) -> None:
+    r = await api.get("/v1/option-chain/NIFTY/history", params={
+        "expiry": E1.isoformat(), "strike": 25000, "option_type": "CE", "fields": "iv,oi",
+        "from": "2026-11-19T04:00:00Z", "to": "2026-11-19T05:00:00Z", "bucket": "1m"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["bucket"] == "1m" and body["count"] > 40
+    assert set(body["rows"][0]) == {"ts", "option_type", "iv", "oi"}
+    auto = (await api.get("/v1/option-chain/NIFTY/history", params={
+        "expiry": E1.isoformat(), "strike": 25000, "from": "2026-11-19T00:00:00Z",
+        "to": "2026-11-20T00:00:00Z"})).json()
+    assert auto["bucket"] == "5m" and {row["option_type"] for row in auto["rows"]} == {"CE", "PE"}
+
+
+@pytest.mark.parametrize(("path", "params", "message"), [
+    ("/v1/analytics/NIFTY/metrics/history", {"fields": "spot,nope"}, "unknown field(s) for raw rows: nope"),
+    ("/v1/analytics/NIFTY/metrics/history", {"bucket": "1h", "fields": "quality_flags"}, "available: n_snapshots"),
+    ("/v1/analytics/NIFTY/metrics/history", {"bucket": "10m"}, "bucket must be one of raw, 1m, 5m, 1h, 1d, auto"),
+    ("/v1/analytics/NIFTY/metrics/history", {"from": "2026-11-19T04:00:00"}, "needs a timezone"),
+    ("/v1/option-chain/NIFTY/history", {"strike": 25000, "bucket": "raw", "fields": "iv_min"}, "iv_min"),
+    ("/v1/option-chain/NIFTY/history", {"strike": 25000, "option_type": "XX"}, "CE"),
+    ("/v1/option-chain/NIFTY/history", {"bucket": "1m"}, "strike"),
+])
+async def test_api_history_rejects_bad_requests(api: httpx.AsyncClient, path: str, params: dict[str, Any],
+                                                message: str) -> None:
+    r = await api.get(path, params=params)
+    assert r.status_code == 422
+    assert message in r.text
