@@ -1,0 +1,114 @@
+"""Volatility skew: ATM IV, delta-wing risk reversal and butterfly, term structure.
+
+- ATM IV: the smile (OTM leg's IV per strike: puts below the forward, calls at and
+  above, the other leg where that one is missing) interpolated linearly in
+  ``ln K`` at the forward; NaN if the forward is not bracketed.
+- 25-delta wings: the call IV interpolated at call delta ``+wing`` over OTM calls, the
+  put IV at put delta ``−wing`` over OTM puts (no extrapolation).
+- ``rr = IV_call_wing − IV_put_wing``; ``bf = (IV_call_wing + IV_put_wing)/2 − ATM``.
+- Term structure: per expiry ``t``, ATM IV, total variance ``w = σ²t`` and the forward
+  volatility between consecutive expiries ``√((w₂ − w₁)/(t₂ − t₁))`` (NaN where the
+  total variance decreases: calendar arbitrage).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
+
+from hftengine.analytics.normalized_black import FloatArray
+
+
+def smile_iv(strikes: FloatArray, call_iv: FloatArray, put_iv: FloatArray, forward: float) -> FloatArray:
+    """Per strike: the OTM leg's IV (put for ``K < F``, call otherwise), else the other leg's."""
+    otm_put = strikes < forward
+    primary = np.where(otm_put, put_iv, call_iv)
+    other = np.where(otm_put, call_iv, put_iv)
+    result: FloatArray = np.where(np.isfinite(primary), primary, other)
+    return result
+
+
+def atm_iv(strikes: FloatArray, call_iv: FloatArray, put_iv: FloatArray, forward: float) -> float:
+    """Smile IV interpolated linearly in ``ln K`` at ``K = forward``; NaN if not bracketed."""
+    if not (math.isfinite(forward) and forward > 0.0):
+        return math.nan
+    smile = smile_iv(strikes, call_iv, put_iv, forward)
+    ok = np.isfinite(smile) & (strikes > 0.0)
+    if not ok.any():
+        return math.nan
+    k = strikes[ok]
+    v = smile[ok]
+    order = np.argsort(k, kind="stable")
+    k, v = k[order], v[order]
+    if forward < k[0] or forward > k[-1]:
+        return math.nan
+    return float(np.interp(math.log(forward), np.log(k), v))
+
+
+def wing_iv(delta: FloatArray, iv: FloatArray, target: float) -> float:
+    """IV interpolated at ``delta == target`` (linear in delta); NaN if ``target`` is not
+    bracketed by the finite points."""
+    ok = np.isfinite(delta) & np.isfinite(iv)
+    if ok.sum() < 1:
+        return math.nan
+    d = delta[ok]
+    v = iv[ok]
+    order = np.argsort(d, kind="stable")
+    d, v = d[order], v[order]
+    if target < d[0] or target > d[-1]:
+        return math.nan
+    return float(np.interp(target, d, v))
+
+
+def risk_reversal_butterfly(
+    strikes: FloatArray,
+    forward: float,
+    call_iv: FloatArray,
+    put_iv: FloatArray,
+    call_delta: FloatArray,
+    put_delta: FloatArray,
+    atm: float,
+    *,
+    wing: float = 0.25,
+) -> tuple[float, float]:
+    """``(rr, bf)`` at the ``wing`` delta (0.25): ``rr = σ_C − σ_P``, ``bf = (σ_C + σ_P)/2 − ATM``."""
+    if not math.isfinite(forward):
+        return math.nan, math.nan
+    otm_call = strikes >= forward
+    otm_put = strikes <= forward
+    c = wing_iv(call_delta[otm_call], call_iv[otm_call], wing)
+    p = wing_iv(put_delta[otm_put], put_iv[otm_put], -wing)
+    return c - p, 0.5 * (c + p) - atm
+
+
+@dataclass(frozen=True, slots=True)
+class TermStructure:
+    """ATM volatility term structure of one underlying, sorted by time to expiry."""
+
+    t: FloatArray  #: years to each expiry
+    atm_iv: FloatArray  #: ATM IV per expiry
+    total_variance: FloatArray  #: ``σ²·t``
+    forward_vol: FloatArray  #: vol between the previous and this expiry (first = its ATM IV)
+    calendar_arbitrage: NDArray[np.bool_]  #: True where the total variance decreases
+
+
+def term_structure(t: npt.ArrayLike, atm: npt.ArrayLike) -> TermStructure:
+    """Term structure across expiries (see module docstring). Expiries with ``t <= 0`` or a
+    NaN ATM IV are dropped; never raises."""
+    tt = np.asarray(t, dtype=np.float64).reshape(-1)
+    vv = np.asarray(atm, dtype=np.float64).reshape(-1)
+    ok = (tt > 0.0) & np.isfinite(tt) & np.isfinite(vv) & (vv > 0.0)
+    tt, vv = tt[ok], vv[ok]
+    order = np.argsort(tt, kind="stable")
+    tt, vv = tt[order], vv[order]
+    w = vv * vv * tt
+    dw = np.diff(w, prepend=0.0)
+    dt = np.diff(tt, prepend=0.0)
+    with np.errstate(all="ignore"):
+        fwd = np.sqrt(np.where(dw >= 0.0, dw, np.nan) / dt)
+    arb = dw < 0.0
+    return TermStructure(t=tt, atm_iv=vv, total_variance=w, forward_vol=fwd, calendar_arbitrage=arb)
