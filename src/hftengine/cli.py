@@ -238,6 +238,145 @@ def feed_sim(
                f"dead-lettered {stats.dead_lettered}; undelivered {left}")
 
 
+@feed_app.command("dhan")
+def feed_dhan(
+    underlying: Annotated[list[str], typer.Option("--underlying", "-u", help="Symbol to poll (repeatable).")] = [
+        "NIFTY", "BANKNIFTY"],  # noqa: B006
+    expiry: Annotated[list[str] | None, typer.Option("--expiry", "-e", help="Expiry YYYY-MM-DD (repeatable); "
+                                                     "default: the next --n-expiries from Dhan's list.")] = None,
+    n_expiries: Annotated[int, typer.Option(help="Expiries per underlying when --expiry is not given.")] = 2,
+    rate: Annotated[float | None, typer.Option(help="Requests/s (default DHAN_REQUESTS_PER_SECOND = 1/3).")] = None,
+    record: Annotated[Path | None, typer.Option(help="Also save raw responses as JSON lines (for replay).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="API base URL (default DHAN_BASE_URL).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Poll DhanHQ v2 option chains within the rate limit and publish them (DHAN_CLIENT_ID, DHAN_ACCESS_TOKEN)."""
+    import asyncio
+    from datetime import date
+
+    from hftengine.feeds.dhan import DhanFeedConfig, run_dhan_feed
+    from hftengine.feeds.publisher import KafkaPublisher
+    from hftengine.services import Services
+
+    settings = _settings(data_dir)
+    if settings.dhan_client_id is None or settings.dhan_access_token is None:
+        typer.secho("DHAN_CLIENT_ID and DHAN_ACCESS_TOKEN must be set (see README, Configuration)", fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        expiries = [date.fromisoformat(e) for e in expiry] if expiry else None
+    except ValueError as exc:
+        typer.secho(f"--expiry: {exc} (use YYYY-MM-DD)", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    config = DhanFeedConfig(base_url=base_url or settings.dhan_base_url,
+                            requests_per_second=rate or settings.dhan_requests_per_second, n_expiries=n_expiries)
+    with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
+        assert s.kafka_bootstrap
+        publisher = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+
+        async def run() -> Any:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            _say(f"polling {', '.join(underlying)} at {config.requests_per_second:.3g} req/s from {config.base_url}")
+            return await run_dhan_feed(s, publisher, [u.upper() for u in underlying], expiries, record, stop,
+                                       config=config)
+
+        stats = asyncio.run(run())
+    typer.echo(f"done: {stats}")
+
+
+@feed_app.command("replay")
+def feed_replay(
+    path: Annotated[list[Path], typer.Argument(help="Files or directories (Dhan .jsonl, NSE .json, .csv; .gz ok).")],
+    speed: Annotated[str, typer.Option(help="1 = original pace, N = N× faster, max = as fast as possible.")] = "1",
+    fmt: Annotated[str | None, typer.Option("--format", help="dhan | nse | csv (default: from the suffix).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Replay recorded option chains onto the raw topic (the running workers enrich and store them)."""
+    from hftengine.feeds.publisher import KafkaPublisher
+    from hftengine.feeds.replay import replay
+    from hftengine.services import Services
+
+    factor = _speed(speed)
+    _check_paths(path)
+    settings = _settings(data_dir)
+    with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
+        assert s.kafka_bootstrap
+        publisher = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+        stats = replay([str(p) for p in path], publisher, factor, fmt, progress)
+    _report_replay(stats)
+
+
+@app.command()
+def backfill(
+    path: Annotated[list[Path], typer.Argument(help="Files or directories (Dhan .jsonl, NSE .json, .csv; .gz ok).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="dhan | nse | csv (default: from the suffix).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Load recorded chains straight into storage, as fast as possible (same validation, kernels and sink)."""
+    from hftengine.feeds.replay import backfill as run_backfill
+    from hftengine.services import Services
+    from hftengine.storage.direct import DirectStorePublisher
+    from hftengine.storage.migrations import migrate as run_migrations
+
+    _check_paths(path)
+    settings = _settings(data_dir)
+    with Services(settings, need_broker=False, need_registry=False, say=_say) as s:
+        run_migrations(s.database_dsn())
+        publisher = DirectStorePublisher(s.database_dsn(), r=s.risk_free_rate, q=s.dividend_yield)
+        try:
+            stats = run_backfill([str(p) for p in path], publisher, fmt, progress)
+        finally:
+            publisher.close()
+    _report_replay(stats)
+    typer.echo(f"stored {publisher.chains_written} new chains ({publisher.quote_rows} contract rows), "
+               f"{publisher.chains_duplicate} already stored, {publisher.dead_lettered} dead letters")
+
+
+@feed_app.command("fake-dhan")
+def feed_fake_dhan(
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Serve a local fake of the DhanHQ option-chain API (offline demos; credentials fake-client/fake-token)."""
+    from hftengine.feeds.fake_dhan import serve_fake_dhan
+
+    _say(f"fake DhanHQ API on http://{host}:{port} — run the feed with DHAN_BASE_URL=http://{host}:{port} "
+         "DHAN_CLIENT_ID=fake-client DHAN_ACCESS_TOKEN=fake-token")
+    serve_fake_dhan(host=host, port=port, log_level="warning")
+
+
+def _speed(text: str) -> float | None:
+    if text.lower() in ("max", "0", "inf", "fast"):
+        return None
+    try:
+        value = float(text.rstrip("xX"))
+    except ValueError:
+        typer.secho(f"--speed {text!r}: use 1, 10, 0.5 or max", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if value <= 0:
+        typer.secho("--speed must be > 0 (or max)", fg="red", err=True)
+        raise typer.Exit(2)
+    return value
+
+
+def _check_paths(paths: list[Path]) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        typer.secho(f"no such file or directory: {', '.join(missing)}", fg="red", err=True)
+        raise typer.Exit(2)
+
+
+def _report_replay(stats: Any) -> None:
+    summary = getattr(stats, "summary", None)
+    typer.echo(summary() if callable(summary) else str(stats))
+    for err in list(getattr(stats, "errors", []))[:20]:
+        typer.secho(f"  skipped {err}", fg="yellow", err=True)
+
+
 def _install_stop(stop: threading.Event) -> None:
     def handler(signum: int, frame: Any) -> None:
         stop.set()

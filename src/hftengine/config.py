@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("DHAN_ACCESS_TOKEN", "dhan_access_token")
     )
 
+    dhan_base_url: str = Field(
+        default="https://api.dhan.co", validation_alias=_env("DHAN_BASE_URL", "dhan_base_url"),
+        description="DhanHQ API base URL (point it at `hftengine feed fake-dhan` for an offline run).",
+    )
+    dhan_requests_per_second: float = Field(
+        default=1 / 3, gt=0, validation_alias=_env("DHAN_REQUESTS_PER_SECOND", "dhan_requests_per_second"),
+        description="Option-chain requests per second for one credential (Dhan allows one every 3 s).",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=_env("HFT_LOG_LEVEL", "log_level")
     )
