@@ -233,7 +233,7 @@ def feed_sim(
         _say(f"simulating {', '.join(names or ['all underlyings'])} at "
              f"{'max' if not rate else rate} ticks/s → {s.raw_topic}")
         stats = run_simulator(sim, publisher, rate=rate or None, steps=steps, duration=duration, stop=stop)
-        left = publisher.flush(30)
+        left = publisher.close(30)
     typer.echo(f"published {stats.snapshots} snapshots ({stats.contracts} contracts) in {stats.elapsed:.1f}s; "
                f"dead-lettered {stats.dead_lettered}; undelivered {left}")
 
@@ -283,6 +283,7 @@ def feed_dhan(
                                        config=config)
 
         stats = asyncio.run(run())
+        publisher.close(30)
     typer.echo(f"done: {stats}")
 
 
@@ -306,6 +307,7 @@ def feed_replay(
         assert s.kafka_bootstrap
         publisher = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
         stats = replay([str(p) for p in path], publisher, factor, fmt, progress)
+        publisher.close(30)
     _report_replay(stats)
 
 

@@ -66,6 +66,7 @@ class KafkaPublisher:
             "acks": "all",
             "linger.ms": linger_ms,
             "message.max.bytes": 8_000_000,
+            "log.connection.close": False,
         })
         self.sent = 0
         self.dead_lettered = 0
@@ -120,3 +121,9 @@ class KafkaPublisher:
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still queued."""
         return int(self._producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Flush and release the producer (before the broker goes away)."""
+        left = self.flush(timeout)
+        del self._producer
+        return left
