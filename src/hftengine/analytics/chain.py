@@ -175,8 +175,10 @@ def max_pain(strikes: npt.ArrayLike, call_oi: npt.ArrayLike, put_oi: npt.ArrayLi
     """Strike ``K*`` minimising the option writers' payout
     ``Σ_i CE_OI_i·max(0, K* − K_i) + PE_OI_i·max(0, K_i − K*)``, over the listed strikes.
 
-    O(N) after sorting, with prefix sums: for candidate ``K_j`` the call part is
-    ``K_j·ΣC_{i<j} − Σ(C·K)_{i<j}`` and the put part ``Σ(P·K)_{i>j} − K_j·ΣP_{i>j}``.
+    O(N) after sorting, with prefix sums. At ``K_j`` (the ``i = j`` terms vanish, so
+    inclusive sums do): calls pay ``K_j·ΣC_{≤j} − Σ(C·K)_{≤j}``, puts
+    ``Σ(P·K)_{>j} − K_j·ΣP_{>j}``; together, up to a constant,
+    ``K_j·(Σ(C+P)_{≤j} − ΣP) − Σ((C+P)·K)_{≤j}``.
     Non-finite OI counts as 0; ties go to the lowest strike; NaN for an empty chain.
     OI units (shares or contracts) do not change the answer.
     """
@@ -190,11 +192,16 @@ def max_pain(strikes: npt.ArrayLike, call_oi: npt.ArrayLike, put_oi: npt.ArrayLi
     if k.size > 1 and not bool(np.all(k[1:] >= k[:-1])):
         order = np.argsort(k, kind="stable")
         k, c, p = k[order], c[order], p[order]
-    c_cum = np.cumsum(c) - c  # Σ_{i<j} C_i
-    ck_cum = np.cumsum(c * k) - c * k  # Σ_{i<j} C_i K_i
-    p_after = p.sum() - np.cumsum(p)  # Σ_{i>j} P_i
-    pk_after = (p * k).sum() - np.cumsum(p * k)  # Σ_{i>j} P_i K_i
-    pain = k * c_cum - ck_cum + pk_after - k * p_after
+    return _max_pain_sorted(k, c, p)
+
+
+def _max_pain_sorted(k: FloatArray, c: FloatArray, p: FloatArray) -> float:
+    """:func:`max_pain` for ascending strikes and finite OI (the O(N) core)."""
+    both = c + p
+    pain = np.cumsum(both)
+    pain -= p.sum()
+    pain *= k
+    pain -= np.cumsum(both * k)
     return float(k[int(np.argmin(pain))])
 
 
@@ -342,7 +349,7 @@ def analyze_chain(
     pcr_oi = _ratio(float(oi_live[n:].sum()), float(oi_live[:n].sum()))
     pcr_volume = _ratio(float(vol_live[n:].sum()), float(vol_live[:n].sum()))
     pcr_doi = _ratio(float(doi[n:].sum()), float(doi[:n].sum()))
-    pain = max_pain(k, oi_live[:n], oi_live[n:])
+    pain = _max_pain_sorted(k, oi_live[:n], oi_live[n:]) if n else math.nan
 
     # Skew.
     call_iv, put_iv = iv[:n], iv[n:]
