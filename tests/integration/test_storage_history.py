@@ -80,7 +80,7 @@ def _records() -> list[dict[str, Any]]:
     return out
 
 
-def _load(dsn: str) -> list[dict[str, Any]]:
+def _load(dsn: str, rollup_mode: str = "inline") -> list[dict[str, Any]]:
     """Write the records in batches, holding every 13th back so it arrives late, and replay some."""
     records = _records()
     records.sort(key=lambda r: r["snapshot"]["exchange_ts"])
@@ -96,7 +96,7 @@ def _load(dsn: str) -> list[dict[str, Any]]:
             batches.append(held)
             held = []
     batches += [b for b in (batch, held) if b]
-    with PostgresChainStore(dsn) as store:
+    with PostgresChainStore(dsn, rollup_mode=rollup_mode) as store:
         for i, b in enumerate(batches):
             store.write(b)
             if i % 9 == 0:
@@ -243,6 +243,25 @@ def test_plain_rollups_hold_exactly_the_closed_buckets(make_database: Callable[.
         for level, width in LEVELS.items():
             expected = recompute(raw, family, level)
             closed = {k: v for k, v in expected.items() if k[0] + width <= marks[(k[1], k[2])]}
+            assert keyed(table_rows(dsn, family.table(level)), family) == closed, family.table(level)
+
+
+def test_deferred_rollups_are_filled_by_the_refresh_job(make_database: Callable[..., str]) -> None:
+    """rollup_mode='deferred': the sink leaves closed buckets to refresh_rollups, with the same result."""
+    dsn = make_database(migrated=True)
+    _load(dsn, rollup_mode="deferred")
+    assert table_rows(dsn, "option_quotes_1m") == []
+    report = refresh_rollups(dsn, idle=timedelta(days=3650))  # nothing is idle: close up to each newest minute
+    assert report.chains_refreshed == 2
+    with psycopg.connect(dsn) as conn:
+        marks = {(u, e): w for u, e, w in conn.execute(
+            "SELECT underlying, expiry, materialized_until FROM rollup_watermarks")}
+    for family in FAMILIES.values():
+        raw = raw_rows(dsn, family)
+        for level, width in LEVELS.items():
+            expected = recompute(raw, family, level)
+            closed = {k: v for k, v in expected.items() if k[0] + width <= marks[(k[1], k[2])]}
+            assert closed
             assert keyed(table_rows(dsn, family.table(level)), family) == closed, family.table(level)
 
 

@@ -303,12 +303,14 @@ def advance(
     new_rows: dict[Chain, list[datetime]],
     *,
     close_until: dict[Chain, datetime] | None = None,
+    move: bool = True,
 ) -> int:
     """Materialize what ``new_rows`` (raw ts per chain, just written) closed or invalidated.
 
     The watermark of a chain becomes the start of the minute of its newest row (that minute is
-    still open), or ``close_until[chain]`` when given (used to close idle chains).  Watermark rows
-    must be locked by ``lock_watermarks`` in the same transaction.
+    still open), or ``close_until[chain]`` when given (used by ``refresh_rollups``).  With
+    ``move=False`` watermarks stay put and only late rows (below the watermark) are folded in.
+    Watermark rows must be locked by ``lock_watermarks`` in the same transaction.
     """
     plans: dict[Chain, dict[str, list[Range]]] = {}
     new_w: dict[Chain, datetime] = {}
@@ -320,7 +322,7 @@ def advance(
         times = new_rows.get(chain, [])
         target = (close_until or {}).get(chain)
         if target is None:
-            target = floor_bucket(max(times), "1m") if times else old
+            target = floor_bucket(max(times), "1m") if times and move else old
         if target is None:
             continue
         if old is not None and target < old:
@@ -350,7 +352,7 @@ def advance(
 @dataclass(frozen=True)
 class RefreshReport:
     layout: str
-    chains_closed: int = 0
+    chains_refreshed: int = 0
     rows_written: int = 0
 
 
@@ -360,12 +362,13 @@ def storage_layout(conn: psycopg.Connection[Any]) -> str:
 
 
 def refresh_rollups(dsn: str, *, idle: timedelta = timedelta(minutes=10), now: datetime | None = None) -> RefreshReport:
-    """Bring every rollup up to date.
+    """Bring every rollup up to date (the scheduled job; the sink's inline mode needs it only for idle chains).
 
-    Plain PostgreSQL: chains whose newest snapshot was stored more than ``idle`` before ``now``
-    (wall clock) get all their buckets closed, up to the end of that snapshot's day (a snapshot
-    arriving later is handled as late data).  TimescaleDB: refreshes every continuous aggregate,
-    finest first, over its whole range.
+    Plain PostgreSQL: every chain's closed buckets are materialized (up to the minute of its newest
+    snapshot); chains whose newest snapshot was stored more than ``idle`` before ``now`` (wall
+    clock) are closed up to the end of that snapshot's day (a snapshot arriving later is handled as
+    late data).  TimescaleDB: refreshes every continuous aggregate, finest first, over its whole
+    range.
     """
     now = now or datetime.now(UTC)
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -377,23 +380,22 @@ def refresh_rollups(dsn: str, *, idle: timedelta = timedelta(minutes=10), now: d
                         sql.Literal(family.table(level))))
             return RefreshReport(layout)
         rows = conn.execute(
-            """SELECT l.underlying, l.expiry, l.ts FROM chain_latest l
+            """SELECT l.underlying, l.expiry, l.ts, m.stored_ts <= %s FROM chain_latest l
                JOIN chain_metrics m ON m.underlying = l.underlying AND m.expiry = l.expiry AND m.ts = l.ts
                LEFT JOIN rollup_watermarks w ON w.underlying = l.underlying AND w.expiry = l.expiry
-               WHERE m.stored_ts <= %s
-                 AND (w.materialized_until IS NULL
-                      OR w.materialized_until < date_bin('1 day', l.ts, %s) + interval '1 day')
+               WHERE w.materialized_until IS NULL OR w.materialized_until < date_bin('1 minute', l.ts, %s)
+                  OR (m.stored_ts <= %s AND w.materialized_until < date_bin('1 day', l.ts, %s) + interval '1 day')
                ORDER BY 1, 2""",
-            (now - idle, ORIGIN),
+            (now - idle, ORIGIN, now - idle, ORIGIN),
         ).fetchall()
         closed = written = 0
-        for u, e, latest in rows:
-            end_of_day = floor_bucket(latest, "1d") + LEVELS["1d"]
+        for u, e, latest, is_idle in rows:
+            target = floor_bucket(latest, "1d") + LEVELS["1d"] if is_idle else floor_bucket(latest, "1m")
             with conn.transaction(), conn.cursor() as cur:
                 marks = lock_watermarks(cur, [(u, e)])
                 old = marks.get((u, e))
-                if old is not None and old >= end_of_day:
+                if old is not None and old >= target:
                     continue
-                written += advance(cur, marks, {}, close_until={(u, e): end_of_day})
+                written += advance(cur, marks, {}, close_until={(u, e): target})
                 closed += 1
         return RefreshReport(layout, closed, written)

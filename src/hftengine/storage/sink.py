@@ -128,71 +128,81 @@ def _nullable(x: float | None) -> float | None:
     return float(x)
 
 
-def _quote_rows(rec: dict[str, Any]) -> tuple[bytes, int, bytes, int]:
-    """COPY tuples for ``option_quotes`` (present legs) and ``gex_profile`` (every strike) of one chain."""
-    snap = rec["snapshot"]
-    strikes = np.asarray(snap["strikes"], dtype=np.float64)
-    n_strikes = strikes.shape[0]
-    ts = pg_timestamp(snap["exchange_ts"])
-    underlying = snap["underlying"].encode()
-    expiry = pg_date(snap["expiry"])
-    spot = float(snap["spot"])
-    parts: list[bytes] = []
-    rows = 0
-    leg_gex: dict[str, Any] = {}
-    for side, tag, an_key in (("ce", b"CE", "ce_analytics"), ("pe", b"PE", "pe_analytics")):
-        legs = snap[side]
-        an = rec[an_key]
-        present = np.asarray(legs["present"], dtype=bool)
-        leg_gex[side] = np.where(present, np.asarray(an["gex"], dtype=np.float64), np.nan)
-        n = int(present.sum())
-        if n == 0:
-            continue
+_LEG_SOURCES: tuple[tuple[str, str, type[np.generic]], ...] = (
+    ("security_id", "security_id", np.int64), ("last_price", "last_price", np.float64),
+    ("bid", "top_bid_price", np.float64), ("ask", "top_ask_price", np.float64),
+    ("bid_qty", "top_bid_quantity", np.int64), ("ask_qty", "top_ask_quantity", np.int64),
+    ("volume", "volume", np.int64), ("oi", "oi", np.int64), ("prev_oi", "previous_oi", np.int64),
+    ("prev_close", "previous_close_price", np.float64), ("avg_price", "average_price", np.float64),
+    ("broker_iv", "implied_volatility", np.float64),
+)
+_ANALYTIC_SOURCES: tuple[tuple[str, type[np.generic]], ...] = (
+    ("iv", np.float64), ("delta", np.float64), ("gamma", np.float64), ("theta", np.float64), ("vega", np.float64),
+    ("rho", np.float64), ("vanna", np.float64), ("charm", np.float64), ("gex", np.float64), ("buildup", np.int16),
+)
 
-        def col(d: dict[str, Any], name: str, dtype: type[np.generic], present: Any = present) -> Any:
-            return np.asarray(d[name], dtype=dtype)[present]
 
-        values: dict[str, Any] = {
-            "ts": ts,
-            "underlying": underlying,
-            "expiry": expiry,
-            "strike": strikes[present],
-            "option_type": tag,
-            "security_id": col(legs, "security_id", np.int64),
-            "spot": spot,
-            "last_price": col(legs, "last_price", np.float64),
-            "bid": col(legs, "top_bid_price", np.float64),
-            "ask": col(legs, "top_ask_price", np.float64),
-            "bid_qty": col(legs, "top_bid_quantity", np.int64),
-            "ask_qty": col(legs, "top_ask_quantity", np.int64),
-            "volume": col(legs, "volume", np.int64),
-            "oi": col(legs, "oi", np.int64),
-            "prev_oi": col(legs, "previous_oi", np.int64),
-            "prev_close": col(legs, "previous_close_price", np.float64),
-            "avg_price": col(legs, "average_price", np.float64),
-            "broker_iv": col(legs, "implied_volatility", np.float64),
-            "iv": col(an, "iv", np.float64),
-            "delta": col(an, "delta", np.float64),
-            "gamma": col(an, "gamma", np.float64),
-            "theta": col(an, "theta", np.float64),
-            "vega": col(an, "vega", np.float64),
-            "rho": col(an, "rho", np.float64),
-            "vanna": col(an, "vanna", np.float64),
-            "charm": col(an, "charm", np.float64),
-            "gex": col(an, "gex", np.float64),
-            "buildup": col(an, "buildup", np.int16),
-        }
-        parts.append(encode_rows(QUOTE_COLUMNS, values, n))
-        rows += n
-    if n_strikes == 0:
-        return b"".join(parts), rows, b"", 0
-    net = np.asarray(rec["gex"], dtype=np.float64)
-    gex = encode_rows(GEX_COLUMNS, {
-        "ts": ts, "underlying": underlying, "expiry": expiry, "strike": strikes, "spot": spot,
-        "net_gex": net if net.shape == strikes.shape else np.full(n_strikes, np.nan),
-        "call_gex": leg_gex["ce"], "put_gex": leg_gex["pe"],
-    }, n_strikes)
-    return b"".join(parts), rows, gex, n_strikes
+def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[bytes, int, bytes, int]:
+    """COPY tuples for ``option_quotes`` (present legs) and ``gex_profile`` (every strike) of many chains.
+
+    Columns are gathered with numpy across all chains of one underlying (text columns must have
+    one width per ``encode_rows`` call) and encoded in one pass, so the cost per chain is small.
+    """
+    by_underlying: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        by_underlying.setdefault(rec["snapshot"]["underlying"], []).append(rec)
+    quotes: list[bytes] = []
+    gexes: list[bytes] = []
+    n_quotes = n_gex = 0
+    for underlying, recs in by_underlying.items():
+        q: dict[str, list[Any]] = {name: [] for name in ("ts", "expiry", "strike", "option_type", "spot")}
+        q.update({name: [] for name, _, _ in _LEG_SOURCES})
+        q.update({name: [] for name, _ in _ANALYTIC_SOURCES})
+        g: dict[str, list[Any]] = {name: [] for name in ("ts", "expiry", "strike", "spot", "net_gex", "call_gex",
+                                                          "put_gex")}
+        for rec in recs:
+            snap = rec["snapshot"]
+            strikes = np.asarray(snap["strikes"], dtype=np.float64)
+            n_strikes = strikes.shape[0]
+            ts, expiry, spot = pg_timestamp(snap["exchange_ts"]), pg_date(snap["expiry"]), float(snap["spot"])
+            leg_gex: dict[str, Any] = {}
+            for side, tag, an in (("ce", b"CE", rec["ce_analytics"]), ("pe", b"PE", rec["pe_analytics"])):
+                legs = snap[side]
+                present = np.asarray(legs["present"], dtype=bool)
+                leg_gex[side] = np.where(present, np.asarray(an["gex"], dtype=np.float64), np.nan)
+                n = int(present.sum())
+                if n == 0:
+                    continue
+                q["ts"].append(np.full(n, ts, dtype=np.int64))
+                q["expiry"].append(np.full(n, expiry, dtype=np.int32))
+                q["strike"].append(strikes[present])
+                q["option_type"].append(np.full(n, tag, dtype="S2"))
+                q["spot"].append(np.full(n, spot))
+                for name, source, dtype in _LEG_SOURCES:
+                    q[name].append(np.asarray(legs[source], dtype=dtype)[present])
+                for name, dtype in _ANALYTIC_SOURCES:
+                    q[name].append(np.asarray(an[name], dtype=dtype)[present])
+                n_quotes += n
+            if n_strikes:
+                net = np.asarray(rec["gex"], dtype=np.float64)
+                g["ts"].append(np.full(n_strikes, ts, dtype=np.int64))
+                g["expiry"].append(np.full(n_strikes, expiry, dtype=np.int32))
+                g["strike"].append(strikes)
+                g["spot"].append(np.full(n_strikes, spot))
+                g["net_gex"].append(net if net.shape == strikes.shape else np.full(n_strikes, np.nan))
+                g["call_gex"].append(leg_gex["ce"])
+                g["put_gex"].append(leg_gex["pe"])
+                n_gex += n_strikes
+        name_bytes = underlying.encode()
+        if q["ts"]:
+            values: dict[str, Any] = {k: np.concatenate(v) for k, v in q.items()}
+            values["underlying"] = name_bytes
+            quotes.append(encode_rows(QUOTE_COLUMNS, values, int(values["ts"].shape[0])))
+        if g["ts"]:
+            values = {k: np.concatenate(v) for k, v in g.items()}
+            values["underlying"] = name_bytes
+            gexes.append(encode_rows(GEX_COLUMNS, values, int(values["ts"].shape[0])))
+    return b"".join(quotes), n_quotes, b"".join(gexes), n_gex
 
 
 def _is_missing_partition(exc: BaseException) -> bool:
@@ -205,7 +215,13 @@ class PostgresChainStore:
     Not thread-safe: one store per thread (the Faust worker runs it on one DB thread).
     """
 
-    def __init__(self, dsn: str, *, partition_days_ahead: int = 2) -> None:
+    def __init__(self, dsn: str, *, partition_days_ahead: int = 2, rollup_mode: str = "inline") -> None:
+        """``rollup_mode`` (plain PostgreSQL layout): ``inline`` materializes closed rollup buckets in each
+        write transaction; ``deferred`` leaves that to a scheduled ``rollups.refresh_rollups`` (late
+        rows below the watermark are still folded in at once) for a higher write rate."""
+        if rollup_mode not in ("inline", "deferred"):
+            raise ValueError("rollup_mode must be 'inline' or 'deferred'")
+        self._rollups_inline = rollup_mode == "inline"
         self._dsn = dsn
         self._conn: psycopg.Connection[Any] | None = None
         self._layout: str | None = None
@@ -310,27 +326,16 @@ class PostgresChainStore:
                 columns,
             )
             new_keys = {(u, e, ts) for u, e, ts in cur.fetchall()}
-            quote_rows = 0
             if not new_keys:
                 return new_keys, 0
             fresh = [rec for key, rec in unique.items() if key in new_keys]
-            gex_parts: list[bytes] = []
-            with cur.copy(_QUOTE_COPY) as copy:
-                copy.write(HEADER)
-                for rec in fresh:
-                    data, n, gex, _ = _quote_rows(rec)
-                    if n:
+            quote_data, quote_rows, gex_data, _ = _encode_chains(fresh)
+            for statement, data in ((_QUOTE_COPY, quote_data), (_GEX_COPY, gex_data)):
+                if data:
+                    with cur.copy(statement) as copy:
+                        copy.write(HEADER)
                         copy.write(data)
-                        quote_rows += n
-                    if gex:
-                        gex_parts.append(gex)
-                copy.write(TRAILER)
-            if gex_parts:
-                with cur.copy(_GEX_COPY) as copy:
-                    copy.write(HEADER)
-                    for part in gex_parts:
-                        copy.write(part)
-                    copy.write(TRAILER)
+                        copy.write(TRAILER)
             latest: dict[tuple[str, Any], datetime] = {}
             for u, e, ts in new_keys:
                 if (u, e) not in latest or ts > latest[(u, e)]:
@@ -358,7 +363,7 @@ class PostgresChainStore:
                 by_chain: dict[tuple[str, date], list[datetime]] = {}
                 for u, e, ts in new_keys:
                     by_chain.setdefault((u, e), []).append(ts)
-                rollups.advance(cur, watermarks, by_chain)
+                rollups.advance(cur, watermarks, by_chain, move=self._rollups_inline)
         self._strike_sets.update(instrument_sets)
         return new_keys, quote_rows
 
