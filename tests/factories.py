@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -138,3 +139,52 @@ def enriched_for(snap: ChainSnapshot, *, enriched_ts: datetime | None = None) ->
         "flow_score": [0.0] * n,
         "quality_flags": ["one_sided_legs"],
     })
+
+
+@dataclass
+class DeadLetter:
+    stage: str
+    error_type: str
+    reason: str
+    value: bytes | None
+    underlying: str | None
+    key: bytes | None
+
+
+class RecordingPublisher:
+    """In-memory Publisher: validates like the Kafka one and keeps what it got."""
+
+    def __init__(self) -> None:
+        self.published: list[ChainSnapshot] = []
+        self.dead: list[DeadLetter] = []
+        self.flushes = 0
+
+    def publish(self, snapshot: ChainSnapshot) -> bool:
+        problems = snapshot.problems()
+        if problems:
+            self.dead_letter(
+                stage="feed",
+                error_type="invalid_chain",
+                reason="; ".join(problems),
+                underlying=snapshot.underlying,
+                key=snapshot.key,
+            )
+            return False
+        self.published.append(snapshot)
+        return True
+
+    def dead_letter(
+        self,
+        *,
+        stage: str,
+        error_type: str,
+        reason: str,
+        value: bytes | None = None,
+        underlying: str | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        self.dead.append(DeadLetter(stage, error_type, reason, value, underlying, key))
+
+    def flush(self, timeout: float = 30.0) -> int:
+        self.flushes += 1
+        return 0

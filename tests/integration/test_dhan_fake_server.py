@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from hftengine.feeds.fake_dhan import FAKE_ACCESS_TOKEN, FAKE_CLIENT_ID, FakeDha
 from hftengine.feeds.formats import DEFAULT_UNDERLYINGS, IST
 from hftengine.feeds.ratelimit import BreakerState, CircuitBreaker, TokenBucket
 from hftengine.feeds.replay import replay
-from hftengine.snapshot import ChainSnapshot
+from tests.factories import RecordingPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -42,55 +41,6 @@ BANKNIFTY = DEFAULT_UNDERLYINGS["BANKNIFTY"]
 FAR = date(2031, 1, 2)
 FAR2 = date(2031, 1, 9)
 CHAIN = "/v2/optionchain"
-
-
-@dataclass
-class DeadLetter:
-    stage: str
-    error_type: str
-    reason: str
-    value: bytes | None
-    underlying: str | None
-    key: bytes | None
-
-
-class RecordingPublisher:
-    """In-memory Publisher: validates like the Kafka one and keeps what it got."""
-
-    def __init__(self) -> None:
-        self.published: list[ChainSnapshot] = []
-        self.dead: list[DeadLetter] = []
-        self.flushes = 0
-
-    def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems:
-            self.dead_letter(
-                stage="feed",
-                error_type="invalid_chain",
-                reason="; ".join(problems),
-                underlying=snapshot.underlying,
-                key=snapshot.key,
-            )
-            return False
-        self.published.append(snapshot)
-        return True
-
-    def dead_letter(
-        self,
-        *,
-        stage: str,
-        error_type: str,
-        reason: str,
-        value: bytes | None = None,
-        underlying: str | None = None,
-        key: bytes | None = None,
-    ) -> None:
-        self.dead.append(DeadLetter(stage, error_type, reason, value, underlying, key))
-
-    def flush(self, timeout: float = 30.0) -> int:
-        self.flushes += 1
-        return 0
 
 
 @pytest.fixture(scope="module")

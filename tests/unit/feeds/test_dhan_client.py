@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -27,60 +26,13 @@ from hftengine.feeds.dhan import (
 from hftengine.feeds.fake_dhan import FakeDhan, FakeDhanConfig, create_fake_dhan_app
 from hftengine.feeds.formats import DEFAULT_UNDERLYINGS
 from hftengine.feeds.ratelimit import TokenBucket
-from hftengine.snapshot import ChainSnapshot
+from tests.factories import RecordingPublisher
 
 NIFTY = DEFAULT_UNDERLYINGS["NIFTY"]
 EXPIRY = date(2030, 1, 3)
 # obviously-fake test credentials that must never show up in logs, reprs or recordings
 CLIENT_ID = "cid-7f3a9e21"
 TOKEN = "tok-SECRET-d41d8cd98f00b204e980"  # noqa: S105
-
-
-@dataclass
-class DeadLetter:
-    stage: str
-    error_type: str
-    reason: str
-    value: bytes | None
-    underlying: str | None
-    key: bytes | None
-
-
-class RecordingPublisher:
-    """In-memory Publisher: validates like the Kafka one and keeps what it got."""
-
-    def __init__(self) -> None:
-        self.published: list[ChainSnapshot] = []
-        self.dead: list[DeadLetter] = []
-
-    def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems:
-            self.dead_letter(
-                stage="feed",
-                error_type="invalid_chain",
-                reason="; ".join(problems),
-                underlying=snapshot.underlying,
-                key=snapshot.key,
-            )
-            return False
-        self.published.append(snapshot)
-        return True
-
-    def dead_letter(
-        self,
-        *,
-        stage: str,
-        error_type: str,
-        reason: str,
-        value: bytes | None = None,
-        underlying: str | None = None,
-        key: bytes | None = None,
-    ) -> None:
-        self.dead.append(DeadLetter(stage, error_type, reason, value, underlying, key))
-
-    def flush(self, timeout: float = 30.0) -> int:
-        return 0
 
 
 def make_client(fake: FakeDhan, client_id: str = CLIENT_ID, token: str = TOKEN) -> DhanClient:

@@ -7,7 +7,6 @@ import gzip
 import json
 import math
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -22,61 +21,12 @@ from hftengine.feeds.formats import (
     snapshot_to_csv_rows,
 )
 from hftengine.feeds.replay import ReplayStats, backfill, detect_format, replay
-from hftengine.snapshot import ChainSnapshot
+from tests.factories import RecordingPublisher
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "replay"
 DHAN = DATA / "dhan_recording.jsonl"
 NSE = DATA / "nse_nifty.json"
 CSV = DATA / "chain.csv"
-
-
-@dataclass
-class DeadLetter:
-    stage: str
-    error_type: str
-    reason: str
-    value: bytes | None
-    underlying: str | None
-    key: bytes | None
-
-
-class RecordingPublisher:
-    """In-memory Publisher: validates like the Kafka one and keeps what it got."""
-
-    def __init__(self) -> None:
-        self.published: list[ChainSnapshot] = []
-        self.dead: list[DeadLetter] = []
-        self.flushes = 0
-
-    def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems:
-            self.dead_letter(
-                stage="feed",
-                error_type="invalid_chain",
-                reason="; ".join(problems),
-                underlying=snapshot.underlying,
-                key=snapshot.key,
-            )
-            return False
-        self.published.append(snapshot)
-        return True
-
-    def dead_letter(
-        self,
-        *,
-        stage: str,
-        error_type: str,
-        reason: str,
-        value: bytes | None = None,
-        underlying: str | None = None,
-        key: bytes | None = None,
-    ) -> None:
-        self.dead.append(DeadLetter(stage, error_type, reason, value, underlying, key))
-
-    def flush(self, timeout: float = 30.0) -> int:
-        self.flushes += 1
-        return 0
 
 
 def run(path: Path | list[Path], **kw: object) -> tuple[RecordingPublisher, ReplayStats]:
