@@ -103,11 +103,13 @@ CREATE OR REPLACE FUNCTION hft_storage_layout() RETURNS text
 $$ SELECT coalesce((SELECT value FROM storage_features WHERE feature = 'layout'), 'partitioned') $$;
 
 -- Create a time-series table (column list as SQL text) and register it in timeseries_tables.
--- Plain PostgreSQL: range-partitioned on ts (partitions made by hft_ensure_partitions) with BRIN on ts.
+-- Plain PostgreSQL: range-partitioned on ts (partitions made by hft_ensure_partitions) with BRIN on ts
+-- (p_brin_pages_per_range: the BRIN granularity, NULL = PostgreSQL's default of 128 pages).
 -- TimescaleDB: an ordinary table that the timescale layer turns into a hypertable; rollups are
 -- continuous aggregates there, so for kind 'rollup' nothing is created.
 CREATE OR REPLACE FUNCTION hft_create_timeseries_table(
-    p_table text, p_columns text, p_kind text, p_partition_by text, p_retention interval, p_description text
+    p_table text, p_columns text, p_kind text, p_partition_by text, p_retention interval, p_description text,
+    p_brin_pages_per_range integer DEFAULT NULL
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     partitioned boolean := hft_storage_layout() = 'partitioned';
@@ -121,7 +123,9 @@ BEGIN
     EXECUTE format('CREATE TABLE IF NOT EXISTS %I (%s)%s', p_table, p_columns,
                    CASE WHEN partitioned THEN ' PARTITION BY RANGE (ts)' ELSE '' END);
     IF partitioned THEN
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I USING brin (ts)', p_table || '_ts_brin', p_table);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I USING brin (ts)%s', p_table || '_ts_brin', p_table,
+                       CASE WHEN p_brin_pages_per_range IS NULL THEN ''
+                            ELSE format(' WITH (pages_per_range = %s)', p_brin_pages_per_range) END);
     END IF;
 END $$;
 

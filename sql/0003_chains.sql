@@ -1,6 +1,10 @@
 -- Time-series tables for enriched chains.  Public interface: names are stable (docs/storage.md).
--- Primary keys are identity + event time, so the sink is idempotent; on the partitioned layout every
--- primary key includes ts, as PostgreSQL requires.
+-- chain_metrics' primary key (identity + event time) is what makes the sink idempotent: the sink
+-- inserts a snapshot's chain_metrics row with ON CONFLICT DO NOTHING and writes its option_quotes
+-- only when that row is new, in the same transaction.  So option_quotes carries no unique index:
+-- (underlying, expiry, ts, strike, option_type) is unique by construction of the write path, and a
+-- per-row btree would be the dominant cost of ingest.  It is read by time (BRIN on ts) and per
+-- contract through the rollups (option_quotes_1m, ...), which keep their btree keys.
 
 SELECT hft_create_timeseries_table('chain_metrics', $cols$
     ts                   timestamptz NOT NULL,        -- exchange time of the snapshot
@@ -60,21 +64,22 @@ SELECT hft_create_timeseries_table('option_quotes', $cols$
     vanna                double precision,
     charm                double precision,
     gex                  double precision,           -- rupees per 1 % move, sign per conventions
-    buildup              smallint NOT NULL DEFAULT 0,
-    PRIMARY KEY (underlying, expiry, ts, strike, option_type)
-$cols$, 'raw', 'day', INTERVAL '30 days', 'Every contract of every chain snapshot (quotes, OI, IV, Greeks, GEX).');
+    buildup              smallint NOT NULL DEFAULT 0
+    -- no primary key: unique (underlying, expiry, ts, strike, option_type) through the sink (see above)
+$cols$, 'raw', 'day', INTERVAL '30 days', 'Every contract of every chain snapshot (quotes, OI, IV, Greeks, GEX).',
+    32);
 
-SELECT hft_create_timeseries_table('gex_profile', $cols$
-    ts                   timestamptz NOT NULL,
-    underlying           text NOT NULL,
-    expiry               date NOT NULL,
-    strike               double precision NOT NULL,
-    spot                 double precision NOT NULL,
-    net_gex              double precision,           -- the analytics kernel's GEX at this strike
-    call_gex             double precision,           -- call leg: gamma x OI in shares x S^2 x 0.01 (NULL: no call)
-    put_gex              double precision,           -- put leg, negative (NULL: no put)
-    PRIMARY KEY (underlying, expiry, ts, strike)
-$cols$, 'raw', 'day', INTERVAL '30 days', 'GEX profile per strike per snapshot (rupees per 1 % move).');
+-- GEX profile per strike per snapshot: a view over option_quotes (each leg's gex), so the sink writes
+-- no separate per-strike rows.  net_gex = call + put (a missing or NULL leg counts as 0; NULL when both
+-- are), which is the analytics kernel's per-strike value.  Strikes without any listed leg have no row.
+CREATE OR REPLACE VIEW gex_profile AS
+    SELECT ts, underlying, expiry, strike,
+           max(spot) AS spot,
+           sum(gex) AS net_gex,
+           sum(gex) FILTER (WHERE option_type = 'CE') AS call_gex,
+           sum(gex) FILTER (WHERE option_type = 'PE') AS put_gex
+    FROM option_quotes
+    GROUP BY ts, underlying, expiry, strike;
 
 -- Latest snapshot per (underlying, expiry): the API reads this instead of scanning history.
 CREATE TABLE IF NOT EXISTS chain_latest (

@@ -34,4 +34,6 @@ END $$;
 
 SELECT hft_make_hypertable('chain_metrics', 'underlying, expiry', INTERVAL '1 day');
 SELECT hft_make_hypertable('option_quotes', 'underlying, expiry, strike, option_type', INTERVAL '1 day');
-SELECT hft_make_hypertable('gex_profile', 'underlying, expiry, strike', INTERVAL '1 day');
+-- option_quotes has no unique index (see sql/0003_chains.sql); chunks are read by time through BRIN.
+CREATE INDEX IF NOT EXISTS option_quotes_ts_brin ON option_quotes USING brin (ts) WITH (pages_per_range = 32);
+-- gex_profile is a view over option_quotes (sql/0003_chains.sql).

@@ -118,8 +118,9 @@ def test_timescale_layout(make_database: Callable[..., str]) -> None:
                     "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
                     "AND NOT attisdropped ORDER BY attnum", (family.table("1m"),))]
                 assert raw_cols == list(family.column_names)
-        assert {"chain_metrics", "option_quotes", "gex_profile", "cumulative_oi", "velocity", "levels",
+        assert {"chain_metrics", "option_quotes", "cumulative_oi", "velocity", "levels",
                 "pattern_events", "flow_events", "api_usage"} <= hypertables
+        assert "gex_profile" not in hypertables  # a view over option_quotes
         assert {f.table(lv) for f in FAMILIES.values() for lv in LEVELS} == caggs
         assert {"policy_refresh_continuous_aggregate", "policy_retention"} <= jobs
         assert jobs & {"policy_compression", "policy_columnstore"}

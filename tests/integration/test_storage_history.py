@@ -281,6 +281,15 @@ def test_auto_bucket_picks_the_coarsest_with_enough_points() -> None:
     assert pick(timedelta(minutes=30), fields="quality_flags") == "raw"  # raw-only field
     assert pick(timedelta(days=30), n=30) == "1d"
     assert history.choose_bucket("5m", t, t + timedelta(days=300), kind="contract") == "5m"
+    # raw per-contract rows are read by time: long ranges come from the rollups
+    def pick_contract(span: timedelta, n: int = 100, bucket: str = "auto") -> str:
+        return history.choose_bucket(bucket, t, t + span, kind="contract", min_points=n)
+
+    assert pick_contract(timedelta(minutes=90)) == "raw"
+    assert pick_contract(timedelta(hours=3), n=1000) == "1m"
+    assert pick_contract(timedelta(hours=2), bucket="raw") == "raw"
+    with pytest.raises(history.FieldError, match="raw contract history is limited to 2 h"):
+        pick_contract(timedelta(hours=2, minutes=1), bucket="raw")
     with pytest.raises(history.FieldError, match="bucket must be one of"):
         history.choose_bucket("2m", t, t + timedelta(days=1), kind="metrics")
     with pytest.raises(history.FieldError, match="available: .*spot_open"):
@@ -340,6 +349,9 @@ async def test_api_contract_history(api: httpx.AsyncClient) -> None:
     ("/v1/option-chain/NIFTY/history", {"strike": 25000, "bucket": "raw", "fields": "iv_min"}, "iv_min"),
     ("/v1/option-chain/NIFTY/history", {"strike": 25000, "option_type": "XX"}, "CE"),
     ("/v1/option-chain/NIFTY/history", {"bucket": "1m"}, "strike"),
+    ("/v1/option-chain/NIFTY/history", {"expiry": E1.isoformat(), "strike": 25000, "bucket": "raw",
+                                        "from": "2026-11-19T00:00:00Z", "to": "2026-11-20T00:00:00Z"},
+     "raw contract history is limited to 2 h"),
 ])
 async def test_api_history_rejects_bad_requests(api: httpx.AsyncClient, path: str, params: dict[str, Any],
                                                 message: str) -> None:

