@@ -49,23 +49,49 @@ def classify_buildup(
 ) -> NDArray[np.int8]:
     """:class:`BuildUp` code per leg (``int8``); broadcasts. Never raises: rows with a missing
     leg, a non-positive/non-finite price or previous price, or non-finite OI get ``NO_DATA``."""
-    p = np.asarray(price, dtype=np.float64)
-    p0 = np.asarray(prev_price, dtype=np.float64)
-    o = np.asarray(oi, dtype=np.float64)
-    o0 = np.asarray(prev_oi, dtype=np.float64)
+    *values, live = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (price, prev_price, oi, prev_oi)),
+        np.asarray(present, dtype=np.bool_),
+    )
+    shape = live.shape
+    block = np.stack([v.reshape(-1) for v in values])
     with np.errstate(all="ignore"):
-        dp = p - p0
-        do = o - o0
-        band_p = np.maximum(price_band * np.abs(p0), price_tick)
-        band_o = np.maximum(oi_band * np.abs(o0), oi_min)
-        up = dp > band_p
-        down = dp < -band_p
-        oi_up = do > band_o
-        oi_down = do < -band_o
-        # code = 1 + (price down) + 2·(oi down) on the four quadrants, 0 inside a band
-        moved = (up | down) & (oi_up | oi_down)
-        code = np.where(moved, 1 + down.astype(np.int8) + 2 * oi_down.astype(np.int8), 0)
-        usable = np.asarray(present, dtype=np.bool_) & (p > 0.0) & (p0 > 0.0) & np.isfinite(p + p0 + o + o0)
-        code = np.where(usable, code, BuildUp.NO_DATA)
-    result: NDArray[np.int8] = np.asarray(code, dtype=np.int8)
+        code = buildup_codes(block, live.reshape(-1), (price_band, oi_band), (price_tick, oi_min))
+    return code.reshape(shape)
+
+
+def buildup_codes(
+    block: NDArray[np.float64],
+    present: NDArray[np.bool_],
+    bands: tuple[float, float],
+    floors: tuple[float, float],
+) -> NDArray[np.int8]:
+    """:func:`classify_buildup` on a ``(4, n)`` float64 block of rows price, previous
+    price, OI, previous OI (``bands``/``floors`` = ``(price_band, oi_band)``/``(price_tick,
+    oi_min)``): price and OI go through the comparisons together as ``(2, n)`` pairs.
+    Call under ``np.errstate(all="ignore")``."""
+    now, before = block[0::2], block[1::2]  # (price, OI), (previous price, previous OI)
+    change = np.subtract(now, before)
+    band = np.abs(before)
+    for row, scale, floor in ((band[0], bands[0], floors[0]), (band[1], bands[1], floors[1])):
+        np.multiply(row, scale, row)
+        np.maximum(row, floor, out=row)
+    up = change > band
+    np.negative(band, band)
+    down = change < band
+    up |= down  # moved beyond the dead-band, per quantity
+    moved = up[0] & up[1]
+    # code = 1 + (price down) + 2·(OI down) on the four quadrants, 0 inside a band
+    falls = down.view(np.int8)
+    code = np.left_shift(falls[1], 1)
+    code |= falls[0]
+    code += 1
+    code *= moved
+    priced = block[0:2] > 0.0  # price and previous price
+    usable = priced[0] & priced[1]
+    usable &= present
+    usable &= np.isfinite(np.add.reduce(block, axis=0))  # ((price + previous) + OI) + previous OI
+    np.logical_not(usable, usable)
+    code[usable] = BuildUp.NO_DATA
+    result: NDArray[np.int8] = code
     return result

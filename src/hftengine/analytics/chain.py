@@ -14,6 +14,7 @@ currency per ``conventions.gex_move`` relative spot move; IV per 1.00 annualised
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final
@@ -23,14 +24,14 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from hftengine.analytics.black76 import parity_forward
-from hftengine.analytics.buildup import classify_buildup
+from hftengine.analytics.buildup import buildup_codes
 from hftengine.analytics.conventions import DEFAULT_CONVENTIONS, Conventions, OiUnit
-from hftengine.analytics.flow import flow_scores
-from hftengine.analytics.gex import call_wall, gamma_flip, put_wall
-from hftengine.analytics.iv import IVStatus, solve_implied_volatility
+from hftengine.analytics.flow import _flow_scores
+from hftengine.analytics.gex import _gamma_flip, wall_in
+from hftengine.analytics.iv import IVStatus, _solve_single_expiry
 from hftengine.analytics.normalized_black import FloatArray
-from hftengine.analytics.quality import chain_flags, leg_quality
-from hftengine.analytics.skew import atm_iv, risk_reversal_butterfly
+from hftengine.analytics.quality import chain_flags, quality_bits, quality_features
+from hftengine.analytics.skew import atm_iv, atm_iv_sorted, risk_reversal_butterfly_sorted
 
 _LEG_ARRAYS: Final = (
     "last_price",
@@ -195,14 +196,18 @@ def max_pain(strikes: npt.ArrayLike, call_oi: npt.ArrayLike, put_oi: npt.ArrayLi
     return _max_pain_sorted(k, c, p)
 
 
-def _max_pain_sorted(k: FloatArray, c: FloatArray, p: FloatArray) -> float:
-    """:func:`max_pain` for ascending strikes and finite OI (the O(N) core)."""
-    both = c + p
-    pain = np.cumsum(both)
-    pain -= p.sum()
+def _max_pain_sorted(k: FloatArray, c: FloatArray, p: FloatArray, p_total: float | None = None) -> float:
+    """:func:`max_pain` for ascending strikes and finite OI (the O(N) core); ``p_total``
+    is ``p.sum()`` when the caller has it. Both prefix sums in one ``accumulate``."""
+    sums = np.empty((2, k.shape[0]))
+    both, both_k = sums
+    np.add(c, p, both)
+    np.multiply(both, k, both_k)
+    np.add.accumulate(sums, axis=1, out=sums)  # Σ(C+P)_{≤j}, Σ((C+P)·K)_{≤j}
+    pain = np.subtract(both, p.sum() if p_total is None else p_total)
     pain *= k
-    pain -= np.cumsum(both * k)
-    return float(k[int(np.argmin(pain))])
+    pain -= both_k
+    return float(k[int(pain.argmin())])
 
 
 def mid_price(
@@ -215,17 +220,79 @@ def mid_price(
         if source == "ltp":
             px = last.copy()
         else:
-            quoted = (bid > 0.0) & (ask >= bid)
-            px = np.where(quoted, 0.5 * (bid + ask), last)
-        good = present & (px > 0.0)
-    result: FloatArray = np.where(good, px, np.nan)
-    return result
+            quoted = bid > _ZERO
+            quoted &= ask >= bid
+            px = np.add(bid, ask)
+            np.multiply(px, _HALF, px)
+            px = np.where(quoted, px, last)
+        unusable = px > _ZERO
+        unusable &= present
+        np.logical_not(unusable, unusable)
+    px[unusable] = np.nan
+    return px
+
+
+_ZERO: Final = np.array(0.0)
+_HALF: Final = np.array(0.5)
+_TWO_BITS: Final = np.uint8(2)
 
 
 # ----------------------------------------------------------------------------- entry point
 def _as_float(values: Any, n: int) -> FloatArray:
     arr = np.asarray(values, dtype=np.float64)
     return arr if arr.shape == (n,) else np.broadcast_to(arr, (n,)).astype(np.float64)
+
+
+#: Rows of the ``(7, 2N)`` leg matrix (calls in columns ``[0, N)``, puts in ``[N, 2N)``),
+#: ordered so that rows used together are slices: last/previous last/OI/previous OI
+#: (the build-up block), OI/previous OI/volume (open-interest statistics).
+_BID, _ASK, _LAST, _PREV_LAST, _OI, _PREV_OI, _VOLUME = range(7)
+
+
+def _leg_matrix(calls: LegQuotes, puts: LegQuotes, n: int) -> FloatArray:
+    """Both legs' quotes as one float64 ``(7, 2N)`` array (one conversion instead of 14)."""
+    parts = (
+        calls.bid,
+        puts.bid,
+        calls.ask,
+        puts.ask,
+        calls.last_price,
+        puts.last_price,
+        calls.prev_close if calls.prev_last_price is None else calls.prev_last_price,
+        puts.prev_close if puts.prev_last_price is None else puts.prev_last_price,
+        calls.oi,
+        puts.oi,
+        calls.prev_oi,
+        puts.prev_oi,
+        calls.volume,
+        puts.volume,
+    )
+    try:
+        rows: FloatArray | None = np.array(parts, dtype=np.float64)
+    except (ValueError, TypeError):  # scalars or ragged input: broadcast one by one
+        rows = None
+    if rows is None or rows.shape != (14, n):
+        rows = np.array([_as_float(v, n) for v in parts])
+    return rows.reshape(7, 2 * n)
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros(shape: tuple[int, ...]) -> FloatArray:
+    """A read-only array of zeros (cached): ``np.where(mask, x, zeros)`` is twice as fast
+    as ``np.where(mask, x, 0.0)``."""
+    zeros = np.zeros(shape)
+    zeros.setflags(write=False)
+    return zeros
+
+
+@functools.lru_cache(maxsize=32)
+def _leg_values(n: int, call_value: float, put_value: float) -> FloatArray:
+    """``call_value`` N times then ``put_value`` N times (read-only, cached per chain size)."""
+    values = np.empty(2 * n)
+    values[:n] = call_value
+    values[n:] = put_value
+    values.setflags(write=False)
+    return values
 
 
 def analyze_chain(
@@ -248,158 +315,192 @@ def analyze_chain(
     ``oi_unit`` the unit of ``oi``/``prev_oi``/``volume`` (``"contracts"`` → shares =
     contracts · ``lot_size`` for GEX and flow). ``ValueError`` only for an unknown
     ``oi_unit`` or mismatched array lengths (caller bugs, not data problems).
+
+    Both legs live side by side in one ``(7, 2N)`` matrix (calls then puts), so IV and
+    Greeks are one small-batch solve over the priced legs and every per-leg analytic is
+    one pass; a chain costs a few hundred numpy calls, not a few thousand.
     """
     cv = conventions
     if oi_unit not in ("shares", "contracts"):
         raise ValueError(f"oi_unit must be 'shares' or 'contracts', not {oi_unit!r}")
     k = np.asarray(strikes, dtype=np.float64).reshape(-1)
     n = k.shape[0]
-    if np.asarray(calls.present).shape != (n,) or np.asarray(puts.present).shape != (n,):
+    call_present, put_present = np.asarray(calls.present), np.asarray(puts.present)
+    if call_present.shape != (n,) or put_present.shape != (n,):
         raise ValueError("calls/puts arrays must have one element per strike")
+    present = np.concatenate((call_present, put_present))
+    if present.dtype != np.bool_:
+        present = present.astype(np.bool_)
+    legs = _leg_matrix(calls, puts, n)
     order: NDArray[np.intp] | None = None
-    if n > 1 and not bool(np.all(k[1:] > k[:-1])):
+    increasing = n < 2 or np.count_nonzero(k[1:] > k[:-1]) == n - 1
+    if not increasing:
         order = np.argsort(k, kind="stable")
-        k, calls, puts = k[order], calls.take(order), puts.take(order)
+        k = k[order]
+        columns = np.concatenate((order, order + n))
+        legs, present = legs[:, columns], present[columns]
+        increasing = np.count_nonzero(k[1:] > k[:-1]) == n - 1  # else duplicate strikes
+    bid, ask, last, _, oi, prev_oi, volume = legs
     spot = float(spot)
     t = float(t)
     spot_ok = math.isfinite(spot) and spot > 0.0
     t_ok = math.isfinite(t) and t > 0.0
     shares_per_unit = float(lot_size) if oi_unit == "contracts" else 1.0
+    black76 = cv.iv_model == "black76"
 
-    # Both legs stacked: rows [0, n) are calls, [n, 2n) puts.
-    def stack(name: str) -> FloatArray:
-        return np.concatenate((_as_float(getattr(calls, name), n), _as_float(getattr(puts, name), n)))
-
-    present = np.concatenate((np.asarray(calls.present, dtype=np.bool_), np.asarray(puts.present, dtype=np.bool_)))
-    bid, ask, last = stack("bid"), stack("ask"), stack("last_price")
-    volume, oi, prev_oi = stack("volume"), stack("oi"), stack("prev_oi")
-    prev_last = np.concatenate(
-        (
-            _as_float(calls.prev_close if calls.prev_last_price is None else calls.prev_last_price, n),
-            _as_float(puts.prev_close if puts.prev_last_price is None else puts.prev_last_price, n),
-        )
-    )
-    k2 = np.concatenate((k, k))
-    is_call = np.zeros(2 * n, dtype=np.bool_)
-    is_call[:n] = True
-    px = mid_price(bid, ask, last, present, cv.price_source)
-
-    # Implied volatility and Greeks, both legs in one pass.
-    forward_missing = False
-    model_spot = spot if spot_ok else math.nan
     with np.errstate(all="ignore"):
-        if cv.iv_model == "black76":
+        px = mid_price(bid, ask, last, present, cv.price_source)
+
+        # Implied volatility and Greeks, both legs in one pass.
+        k2 = np.concatenate((k, k))
+        sign = _leg_values(n, 1.0, -1.0)
+        forward_missing = False
+        model_spot = spot if spot_ok else math.nan
+        if black76:
             forward = parity_forward(k, px[:n], px[n:], t, r, n_strikes=cv.parity_strikes) if t_ok else math.nan
             if not math.isfinite(forward):
                 forward_missing = True
                 forward = model_spot * math.exp((r - q) * t) if t_ok else math.nan
-            res = solve_implied_volatility(px, forward, k2, t, r, 0.0, is_call, black76=True)
+            res, status = _solve_single_expiry(px, forward, k2, t, r, 0.0, sign, True)
             ratio = forward / model_spot  # F/S
             carry = math.exp(-r * t) * ratio if t_ok else math.nan
-            spot_gamma = res.greeks.gamma * (ratio * ratio)
+            spot_gamma = res[2] * (ratio * ratio)
         else:
             forward = model_spot * math.exp((r - q) * t) if t_ok else math.nan
-            res = solve_implied_volatility(px, model_spot, k2, t, r, q, is_call)
+            res, status = _solve_single_expiry(px, model_spot, k2, t, r, q, sign, False)
             ratio = math.exp((r - q) * t) if t_ok else math.nan
             carry = math.exp(-q * t) if t_ok else math.nan
-            spot_gamma = res.greeks.gamma
-    iv = res.iv
-    g = res.greeks
+            spot_gamma = res[2]
+        iv = res[0]
+        theta_scale = cv.theta_scale
+        if theta_scale != 1.0:
+            res[3] *= theta_scale
+            res[7] *= theta_scale
+        if cv.vega_per != 1.0:
+            res[4] *= cv.vega_per
 
-    # OI / volume in shares; missing legs hold nothing.
-    oi_live = np.where(present & np.isfinite(oi), oi, 0.0)
-    prev_oi_live = np.where(present & np.isfinite(prev_oi), prev_oi, 0.0)
-    vol_live = np.where(present & np.isfinite(volume), volume, 0.0)
-    oi_shares = oi_live * shares_per_unit
-    signs = np.where(is_call, cv.gex_call_sign, cv.gex_put_sign)
+        # OI / volume in shares; missing legs hold nothing.
+        counts = legs[_OI : _VOLUME + 1]
+        live = np.isfinite(counts)
+        live &= present
+        counts = np.where(live, counts, _zeros(counts.shape))
+        oi_live, prev_oi_live, vol_live = counts
+        if shares_per_unit != 1.0:
+            oi_shares = oi_live * shares_per_unit
+            vol_shares = vol_live * shares_per_unit
+        else:
+            oi_shares, vol_shares = oi_live, vol_live
 
-    # GEX per leg: sign · Γ · OI_shares · S² · move (0 where there is no OI).
-    with np.errstate(all="ignore"):
-        gex_legs = np.where(oi_shares == 0.0, 0.0, signs * spot_gamma * oi_shares * (spot * spot * cv.gex_move))
-    if not spot_ok:
-        gex_legs = np.full(2 * n, np.nan)
-    gex_call, gex_put = gex_legs[:n], gex_legs[n:]
-    both_nan = np.isnan(gex_call) & np.isnan(gex_put)
-    gex = np.where(
-        both_nan,
-        np.nan,
-        np.where(np.isnan(gex_call), 0.0, gex_call) + np.where(np.isnan(gex_put), 0.0, gex_put),
-    )
-    finite_gex = np.isfinite(gex_legs)
-    total_gex = float(gex_legs[finite_gex].sum()) if finite_gex.any() else math.nan
+        # GEX per leg: sign · Γ · OI_shares · S² · move (0 where there is no OI).
+        signs = _leg_values(n, cv.gex_call_sign, cv.gex_put_sign)
+        if spot_ok:
+            gex_legs = np.multiply(signs, spot_gamma)
+            gex_legs *= oi_shares
+            gex_legs *= spot * spot * cv.gex_move
+            gex_legs[oi_shares == _ZERO] = 0.0
+        else:
+            gex_legs = np.full(2 * n, np.nan)
+        gex_call, gex_put = gex_legs[:n], gex_legs[n:]
+        total_gex = float(gex_legs.sum()) if n else math.nan
+        all_finite = math.isfinite(total_gex)  # a NaN or ±inf leg makes the sum non-finite
+        if all_finite:
+            gex = gex_call + gex_put
+        else:  # Σ over the finite legs; per strike NaN counts as 0 unless both legs are NaN
+            finite_rows = np.isfinite(gex_legs).nonzero()[0]
+            total_gex = float(gex_legs[finite_rows].sum()) if finite_rows.shape[0] else math.nan
+            nan_legs = np.isnan(gex_legs)
+            zeroed = gex_legs.copy()
+            zeroed[nan_legs] = 0.0
+            gex = zeroed[:n] + zeroed[n:]
+            both_nan = nan_legs[:n] & nan_legs[n:]
+            if np.count_nonzero(both_nan):
+                gex[both_nan] = np.nan
 
-    flip, grid, profile = (None, np.empty(0), np.empty(0))
-    if spot_ok and t_ok and n:
-        flip, grid, profile = gamma_flip(
-            spot,
-            k2,
-            iv,
+        flip, grid, profile = (None, np.empty(0), np.empty(0))
+        if spot_ok and t_ok and n:
+            flip, grid, profile = _gamma_flip(
+                spot,
+                k2,
+                iv,
+                oi_shares,
+                signs,
+                t,
+                forward_ratio=ratio,
+                carry=carry,
+                move=cv.gex_move,
+                flip_range=cv.flip_range,
+                points=cv.flip_points,
+                check_strikes=False,  # a finite IV has a positive strike
+            )
+        walls: tuple[float | None, float | None] = (None, None)
+        if spot_ok:
+            above = int(k.searchsorted(spot, "left"))  # strikes >= spot
+            below = int(k.searchsorted(spot, "right"))  # strikes <= spot
+            walls = (
+                wall_in(k, gex_call, above, n, finite=all_finite),
+                wall_in(k, gex_put, 0, below, finite=all_finite),
+            )
+
+        # Open-interest statistics (need no model): per-leg sums in one reduction.
+        (oi_c, oi_p), _, (vol_c, vol_p) = np.add.reduce(counts.reshape(3, 2, n), axis=2).tolist()
+        doi_c, doi_p = np.add.reduce(np.subtract(oi_live, prev_oi_live).reshape(2, n), axis=1).tolist()
+        pain = _max_pain_sorted(k, oi_live[:n], oi_live[n:], oi_p) if n else math.nan
+
+        # Skew.
+        call_iv, put_iv = iv[:n], iv[n:]
+        delta = res[1]
+        if not n:
+            atm, rr25, bf25 = math.nan, math.nan, math.nan
+        else:
+            atm = atm_iv_sorted(k, call_iv, put_iv, forward) if increasing else atm_iv(k, call_iv, put_iv, forward)
+            rr25, bf25 = risk_reversal_butterfly_sorted(
+                k, forward, call_iv, put_iv, delta[:n], delta[n:], atm, wing=cv.wing_delta
+            )
+
+        # Build-up, flow, quality.
+        buildup = buildup_codes(
+            legs[_LAST : _PREV_OI + 1],
+            present,
+            (cv.buildup_price_band, cv.buildup_oi_band),
+            (cv.buildup_price_tick, cv.buildup_oi_min),
+        )
+        priced = np.isfinite(px)  # implies present, and px > 0 (see mid_price)
+        flow_live = priced if shares_per_unit == 1.0 else priced & np.isfinite(vol_shares)
+        traded = vol_shares > _ZERO
+        traded &= flow_live
+        score, fflags, premium = _flow_scores(
+            vol_shares,
             oi_shares,
-            signs,
-            t,
-            forward_ratio=ratio,
-            carry=carry,
-            move=cv.gex_move,
-            flip_range=cv.flip_range,
-            points=cv.flip_points,
+            px,
+            flow_live,
+            traded,
+            cv.flow_zscore,
+            cv.flow_min_premium,
+            cv.flow_volume_oi_ratio,
+        )
+        features = quality_features(2 * n)
+        np.greater(bid, _ZERO, out=features[:, 0])
+        np.greater(ask, _ZERO, out=features[:, 1])
+        np.greater(bid, ask, out=features[:, 2])
+        # (np.isfinite into a strided bool view is wrong for n >= 16 in numpy 2.4: assign)
+        features[:, 3] = priced
+        if spot_ok and t_ok:
+            features[:, 4] = np.isfinite(iv)
+        else:  # root cause flagged as zero_spot / expired
+            features[:, 4] = True
+        features[:, 5] = present
+        bits = quality_bits(features)
+        flags = chain_flags(
+            spot=spot,
+            t=t,
+            leg_bits=bits,
+            oi=oi,
+            prev_oi=prev_oi,
+            volume=volume,
+            present=present,
+            forward_missing=forward_missing and black76,
         )
 
-    # Open-interest statistics (need no model).
-    doi = oi_live - prev_oi_live
-    pcr_oi = _ratio(float(oi_live[n:].sum()), float(oi_live[:n].sum()))
-    pcr_volume = _ratio(float(vol_live[n:].sum()), float(vol_live[:n].sum()))
-    pcr_doi = _ratio(float(doi[n:].sum()), float(doi[:n].sum()))
-    pain = _max_pain_sorted(k, oi_live[:n], oi_live[n:]) if n else math.nan
-
-    # Skew.
-    call_iv, put_iv = iv[:n], iv[n:]
-    atm = atm_iv(k, call_iv, put_iv, forward) if n else math.nan
-    rr25, bf25 = (
-        risk_reversal_butterfly(k, forward, call_iv, put_iv, g.delta[:n], g.delta[n:], atm, wing=cv.wing_delta)
-        if n
-        else (math.nan, math.nan)
-    )
-
-    # Build-up, flow, quality.
-    buildup = classify_buildup(
-        last,
-        prev_last,
-        oi,
-        prev_oi,
-        present=present,
-        price_band=cv.buildup_price_band,
-        price_tick=cv.buildup_price_tick,
-        oi_band=cv.buildup_oi_band,
-        oi_min=cv.buildup_oi_min,
-    )
-    score, fflags, premium = flow_scores(
-        vol_live * shares_per_unit,
-        oi_shares,
-        px,
-        present,
-        zscore=cv.flow_zscore,
-        min_premium=cv.flow_min_premium,
-        volume_oi_ratio=cv.flow_volume_oi_ratio,
-    )
-    iv_ok = np.isfinite(iv) | (not (spot_ok and t_ok))  # root cause flagged as zero_spot / expired
-    bits = leg_quality(present, bid, ask, px, iv_ok)
-    flags = chain_flags(
-        spot=spot,
-        t=t,
-        leg_bits=bits,
-        oi=oi,
-        prev_oi=prev_oi,
-        volume=volume,
-        present=present,
-        forward_missing=forward_missing and cv.iv_model == "black76",
-    )
-
-    theta_scale = cv.theta_scale
-    vega_scale = cv.vega_per
-    theta = g.theta * theta_scale if theta_scale != 1.0 else g.theta
-    charm = g.charm * theta_scale if theta_scale != 1.0 else g.charm
-    vega = g.vega * vega_scale if vega_scale != 1.0 else g.vega
-    status = res.status
     result = ChainResult(
         conventions_version=cv.version,
         time_to_expiry=t,
@@ -408,20 +509,20 @@ def analyze_chain(
         strikes=k,
         call_iv=call_iv,
         put_iv=put_iv,
-        call_delta=g.delta[:n],
-        put_delta=g.delta[n:],
-        call_gamma=g.gamma[:n],
-        put_gamma=g.gamma[n:],
-        call_theta=theta[:n],
-        put_theta=theta[n:],
-        call_vega=vega[:n],
-        put_vega=vega[n:],
-        call_rho=g.rho[:n],
-        put_rho=g.rho[n:],
-        call_vanna=g.vanna[:n],
-        put_vanna=g.vanna[n:],
-        call_charm=charm[:n],
-        put_charm=charm[n:],
+        call_delta=delta[:n],
+        put_delta=delta[n:],
+        call_gamma=res[2, :n],
+        put_gamma=res[2, n:],
+        call_theta=res[3, :n],
+        put_theta=res[3, n:],
+        call_vega=res[4, :n],
+        put_vega=res[4, n:],
+        call_rho=res[5, :n],
+        put_rho=res[5, n:],
+        call_vanna=res[6, :n],
+        put_vanna=res[6, n:],
+        call_charm=res[7, :n],
+        put_charm=res[7, n:],
         call_iv_status=status[:n],
         put_iv_status=status[n:],
         call_buildup=buildup[:n],
@@ -429,19 +530,19 @@ def analyze_chain(
         gex_call=gex_call,
         gex_put=gex_put,
         gex=gex,
-        pcr_oi=pcr_oi,
-        pcr_volume=pcr_volume,
-        pcr_doi=pcr_doi,
+        pcr_oi=_ratio(oi_p, oi_c),
+        pcr_volume=_ratio(vol_p, vol_c),
+        pcr_doi=_ratio(doi_p, doi_c),
         max_pain=pain,
         total_gex=total_gex,
         gamma_flip=flip,
-        call_wall=call_wall(k, gex_call, spot) if spot_ok else None,
-        put_wall=put_wall(k, gex_put, spot) if spot_ok else None,
+        call_wall=walls[0],
+        put_wall=walls[1],
         atm_iv=atm,
         rr25=rr25,
         bf25=bf25,
         flow_score=np.fmax(score[:n], score[n:]),
-        flow_flags=(fflags[:n] | (fflags[n:] << 2)).astype(np.uint8),
+        flow_flags=np.bitwise_or(fflags[:n], np.left_shift(fflags[n:], _TWO_BITS)),
         call_flow_score=score[:n],
         put_flow_score=score[n:],
         call_premium=premium[:n],

@@ -34,23 +34,46 @@ class FlowFlag(IntFlag):
     VOLUME_OI = 2
 
 
-def robust_zscore(values: FloatArray, mask: NDArray[np.bool_]) -> FloatArray:
-    """``(v − median)/(IQR/1.349)`` using the rows in ``mask`` (order statistics ``m//4``,
-    ``m//2``, ``3m//4`` of the ``m`` sample rows); 0 where fewer than 4 rows qualify; NaN
-    outside ``mask``. With a zero spread (most rows identical) any deviation is ±inf."""
-    out = np.full(values.shape, np.nan)
-    sample = values[mask]
+def _robust_z(sample: FloatArray) -> FloatArray:
+    """Robust z-scores of a 1-d sample (see :func:`robust_zscore`)."""
     m = sample.size
     if m < 4:
-        out[mask] = 0.0
-        return out
+        return np.zeros(m)
     lo, mid, hi = m // 4, m // 2, (3 * m) // 4
     part = np.sort(sample)  # a full sort of a few hundred values beats a 3-point partition
     scale = (part[hi] - part[lo]) / _IQR_TO_SIGMA
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (sample - part[mid]) / scale if scale > 0.0 else np.sign(sample - part[mid]) * np.inf
-    out[mask] = np.where(sample == part[mid], 0.0, z)
+    result: FloatArray = np.where(sample == part[mid], 0.0, z)
+    return result
+
+
+def robust_zscore(values: FloatArray, mask: NDArray[np.bool_]) -> FloatArray:
+    """``(v − median)/(IQR/1.349)`` using the rows in ``mask`` (order statistics ``m//4``,
+    ``m//2``, ``3m//4`` of the ``m`` sample rows); 0 where fewer than 4 rows qualify; NaN
+    outside ``mask``. With a zero spread (most rows identical) any deviation is ±inf."""
+    out = np.full(values.shape, np.nan)
+    out[mask] = _robust_z(values[mask])
     return out
+
+
+def _robust_z_pair(samples: FloatArray) -> FloatArray:
+    """:func:`_robust_z` of both rows of a ``(2, m)`` array with one sort."""
+    m = samples.shape[1]
+    if m < 4:
+        return np.zeros((2, m))
+    lo, mid, hi = m // 4, m // 2, (3 * m) // 4
+    stats = np.sort(samples, axis=1)[:, (lo, mid, hi)].tolist()
+    z = np.empty((2, m))
+    for row, sample, (q1, med, q3) in zip(z, samples, stats, strict=True):
+        scale = (q3 - q1) / _IQR_TO_SIGMA
+        if not scale > 0.0:
+            row[:] = _robust_z(sample)
+            continue
+        np.subtract(sample, med, row)
+        np.divide(row, scale, row)
+        row[sample == med] = 0.0
+    return z
 
 
 def flow_scores(
@@ -69,18 +92,60 @@ def flow_scores(
     px = np.asarray(price, dtype=np.float64)
     live = np.asarray(present, dtype=np.bool_) & np.isfinite(vol) & np.isfinite(px)
     with np.errstate(all="ignore"):
-        premium = np.where(live & (vol > 0.0) & (px > 0.0), vol * px, 0.0)
-        turnover = np.where(oi > 0.0, vol / oi, np.inf)
         traded = live & (vol > 0.0) & (px > 0.0)
-        z_prem = robust_zscore(np.log1p(premium), traded)
-        log_turn = np.log1p(np.where(np.isfinite(turnover), turnover, 0.0))
-        z_turn = robust_zscore(log_turn, traded & np.isfinite(turnover))
-        z_turn = np.where(traded & ~np.isfinite(turnover), np.inf, z_turn)
-        score = np.fmax(z_prem, z_turn)
-        score = np.where(live & ~traded, 0.0, score)
-        score = np.where(live, score, np.nan)
-        large = traded & (z_prem >= zscore) & (premium >= min_premium)
-        unusual = traded & (z_turn >= zscore) & (turnover >= volume_oi_ratio)
-    flags = (large * np.uint8(FlowFlag.LARGE_PREMIUM) | unusual * np.uint8(FlowFlag.VOLUME_OI)).astype(np.uint8)
-    premium_out: FloatArray = np.where(live, premium, np.nan)
-    return score, flags, premium_out
+        return _flow_scores(vol, oi, px, live, traded, zscore, min_premium, volume_oi_ratio)
+
+
+def _flow_scores(
+    vol: FloatArray,
+    oi: FloatArray,
+    px: FloatArray,
+    live: NDArray[np.bool_],
+    traded: NDArray[np.bool_],
+    zscore: float,
+    min_premium: float,
+    volume_oi_ratio: float,
+) -> tuple[FloatArray, NDArray[np.uint8], FloatArray]:
+    """:func:`flow_scores` on float64 arrays, ``live`` = present with finite volume and
+    price, ``traded`` = live with volume > 0 and price > 0; call under
+    ``np.errstate(all="ignore")``. Only the rows that traded are scored: premium and
+    turnover side by side in a ``(2, m)`` array, one log and one sort for both."""
+    rows = traded.nonzero()[0]
+    m = rows.shape[0]
+    base = np.empty(live.shape[0])  # live legs without volume score 0, missing legs NaN
+    base.fill(np.nan)
+    base[live] = 0.0
+    score = base.copy()
+    premium = base
+    flags = np.zeros(vol.shape, dtype=np.uint8)
+    if not m:
+        return score, flags, premium
+    v = vol[rows]
+    prem_turn = np.empty((2, m))
+    prem, turn = prem_turn
+    np.multiply(v, px[rows], prem)  # P = volume·price
+    o = oi[rows]
+    np.divide(v, o, turn)  # R = volume/OI, inf without OI
+    has_oi = o > 0.0
+    if np.count_nonzero(has_oi) != m:
+        turn[~has_oi] = np.inf
+    logs = np.log1p(prem_turn)
+    finite_turn = np.isfinite(turn)
+    if np.count_nonzero(finite_turn) == m:
+        z = _robust_z_pair(logs)
+    else:  # turnover without OI: +inf, the others scored among themselves
+        z = np.empty((2, m))
+        z[0] = _robust_z(logs[0])
+        z[1] = np.inf
+        z[1, finite_turn] = _robust_z(logs[1, finite_turn])
+    score[rows] = np.fmax(z[0], z[1])
+    premium[rows] = prem
+    hit = z >= zscore
+    if np.count_nonzero(hit):
+        large, unusual = hit
+        large &= prem >= min_premium
+        unusual &= turn >= volume_oi_ratio
+        bits = np.left_shift(unusual.view(np.uint8), 1)
+        bits |= large.view(np.uint8)  # LARGE_PREMIUM | VOLUME_OI
+        flags[rows] = bits
+    return score, flags, premium

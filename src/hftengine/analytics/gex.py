@@ -9,6 +9,7 @@ long calls, short puts).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import numpy.typing as npt
 from hftengine.analytics.normalized_black import EXP_FLOOR, INV_SQRT_2PI, FloatArray
 
 _REFINE_POINTS = 11
+_MINUS_HALF = np.array(-0.5)
+_EXP_FLOOR = np.array(float(EXP_FLOOR))
 
 
 @functools.cache
@@ -53,7 +56,8 @@ def gex_per_strike(
     return result
 
 
-_ProfileTerms = tuple[FloatArray, FloatArray, FloatArray, float]
+#: ``((2, m) rows 1/w and offset, coefficients, scale)`` of the legs that contribute.
+_ProfileTerms = tuple[FloatArray, FloatArray, float]
 
 
 def _profile_terms(
@@ -66,33 +70,59 @@ def _profile_terms(
     forward_ratio: float,
     carry: float,
     move: float,
+    check_strikes: bool = True,
 ) -> _ProfileTerms | None:
     """Per-leg constants of the re-priced profile: ``d1 = ln(S'·ratio)/w + (w/2 − ln K)/w``,
-    term ``sign·OI/σ·φ(d1)``; None when no leg contributes."""
-    with np.errstate(all="ignore"):
-        use = (iv > 0.0) & (oi_shares != 0.0) & np.isfinite(iv * oi_shares) & (strikes > 0.0)
-        if not use.any():
-            return None
-        sqrt_t = math.sqrt(t)
-        w = iv[use] * sqrt_t
-        inv_w = 1.0 / w
-        offset = (0.5 * w * w - np.log(strikes[use] * (1.0 / forward_ratio))) * inv_w
-        coef = signs[use] * oi_shares[use] / iv[use] * INV_SQRT_2PI
-    return inv_w, offset, coef, move * carry / sqrt_t
+    term ``sign·OI/σ·φ(d1)``; None when no leg contributes. ``check_strikes=False`` when
+    a finite IV implies a positive strike (IVs from the solver). Call under
+    ``np.errstate(all="ignore")``."""
+    use = np.isfinite(np.multiply(iv, oi_shares))
+    use &= iv > 0.0
+    use &= oi_shares != 0.0
+    if check_strikes:
+        use &= strikes > 0.0
+    rows = use.nonzero()[0]
+    m = rows.shape[0]
+    if not m:
+        return None
+    if m < iv.shape[0]:
+        strikes, iv, oi_shares, signs = strikes[rows], iv[rows], oi_shares[rows], signs[rows]
+    sqrt_t = math.sqrt(t)
+    terms = np.empty((2, m))
+    inv_w, offset = terms
+    w = np.multiply(iv, sqrt_t)
+    np.divide(1.0, w, inv_w)
+    np.multiply(w, 0.5, offset)
+    offset *= w
+    log_k = np.multiply(strikes, 1.0 / forward_ratio)
+    np.log(log_k, log_k)
+    offset -= log_k
+    offset *= inv_w
+    coef = np.multiply(signs, oi_shares)
+    coef /= iv
+    coef *= INV_SQRT_2PI
+    return terms, coef, move * carry / sqrt_t
 
 
 def _profile_at(levels: FloatArray, terms: _ProfileTerms) -> FloatArray:
-    """``move·S'·carry/√t · Σ coef·φ(d1)`` at each level: one matrix, one matrix-vector product."""
-    inv_w, offset, coef, scale = terms
-    with np.errstate(all="ignore"):
-        z = np.multiply.outer(np.log(levels), inv_w)
-        z += offset  # d1
-        z *= z
-        z *= -0.5
-        np.maximum(z, EXP_FLOOR, out=z)  # avoid numpy's slow underflow path
-        np.exp(z, out=z)
-        total: FloatArray = z @ coef
-        total *= levels * scale
+    """``move·S'·carry/√t · Σ coef·φ(d1)`` at each level: two matrix products. Call under
+    ``np.errstate(all="ignore")``.
+
+    ``d1 = ln S'·(1/w) + offset`` for every (level, leg) is ``[ln S', 1] @ [1/w; offset]``:
+    each entry one rounded product plus an exact one, so the same value as the product
+    and sum done separately, at a third of the cost of a broadcast outer product.
+    """
+    rows, coef, scale = terms
+    left = np.empty((levels.shape[0], 2))
+    np.log(levels, left[:, 0])
+    left[:, 1] = 1.0
+    z = left @ rows  # d1
+    np.multiply(z, z, z)
+    np.multiply(z, _MINUS_HALF, z)
+    np.maximum(z, _EXP_FLOOR, out=z)  # avoid numpy's slow underflow path
+    np.exp(z, z)
+    total: FloatArray = z @ coef
+    total *= levels * scale
     return total
 
 
@@ -119,30 +149,51 @@ def gex_profile(
     s_grid = np.asarray(spots, dtype=np.float64)
     if not (t > 0.0 and math.isfinite(t)):
         return np.full(s_grid.shape, np.nan)
-    terms = _profile_terms(
-        np.asarray(strikes, dtype=np.float64),
-        np.asarray(iv, dtype=np.float64),
-        np.asarray(oi_shares, dtype=np.float64),
-        np.asarray(signs, dtype=np.float64),
-        t,
-        forward_ratio=forward_ratio,
-        carry=carry,
-        move=move,
-    )
-    if terms is None:
-        return np.zeros(s_grid.shape)
-    return _profile_at(s_grid, terms)
+    with np.errstate(all="ignore"):
+        terms = _profile_terms(
+            np.asarray(strikes, dtype=np.float64),
+            np.asarray(iv, dtype=np.float64),
+            np.asarray(oi_shares, dtype=np.float64),
+            np.asarray(signs, dtype=np.float64),
+            t,
+            forward_ratio=forward_ratio,
+            carry=carry,
+            move=move,
+        )
+        if terms is None:
+            return np.zeros(s_grid.shape)
+        return _profile_at(s_grid.reshape(-1), terms).reshape(s_grid.shape)
 
 
-def _crossings(levels: FloatArray, values: FloatArray) -> FloatArray:
+def _crossings(levels: list[float], values: list[float]) -> list[float]:
     """Linearly interpolated levels of every sign change (``> 0`` vs ``<= 0``) between
-    consecutive samples; a sample exactly at zero is its own root."""
-    positive = values > 0.0
-    idx = np.flatnonzero(positive[1:] != positive[:-1])
-    a, b = levels[idx], levels[idx + 1]
-    fa, fb = values[idx], values[idx + 1]
-    roots: FloatArray = a - fa * (b - a) / (fb - fa)
+    consecutive samples; a sample exactly at zero is its own root. Plain float arithmetic
+    on lists: a grid has a few dozen samples, fewer than one numpy call is worth."""
+    roots: list[float] = []
+    prev = values[0] > 0.0
+    for i in range(1, len(values)):
+        positive = values[i] > 0.0
+        if positive != prev:
+            a, b, fa, fb = levels[i - 1], levels[i], values[i - 1], values[i]
+            roots.append(a - fa * (b - a) / (fb - fa))
+        prev = positive
     return roots
+
+
+def _nearest(roots: list[float], target: float) -> float:
+    """The root nearest to ``target``: the first on ties, the first NaN distance if any
+    (as ``np.argmin``)."""
+    best = roots[0]
+    best_dist = abs(best - target)
+    if best_dist != best_dist:
+        return best
+    for root in roots[1:]:
+        dist = abs(root - target)
+        if dist != dist:
+            return root
+        if dist < best_dist:
+            best, best_dist = root, dist
+    return best
 
 
 def zero_crossing(
@@ -159,28 +210,29 @@ def zero_crossing(
     levels in one call and the crossing interpolated in the sub-cell, which removes the
     grid's curvature error (1 % cells → 0.1 % sub-cells).
     """
-    finite = np.isfinite(values)
-    if not finite.all():
-        levels, values = levels[finite], values[finite]
-    if values.shape[0] < 2:
+    lv: list[float] = np.asarray(levels, dtype=np.float64).tolist()
+    vals: list[float] = np.asarray(values, dtype=np.float64).tolist()
+    if not all(map(math.isfinite, vals)):
+        keep = [i for i, v in enumerate(vals) if math.isfinite(v)]
+        lv, vals = [lv[i] for i in keep], [vals[i] for i in keep]
+    if len(vals) < 2:
         return None
-    roots = _crossings(levels, values)
-    if roots.size == 0:
+    roots = _crossings(lv, vals)
+    if not roots:
         return None
-    best = int(np.argmin(np.abs(roots - near)))
-    root = float(roots[best])
+    root = _nearest(roots, near)
     if refine is None:
         return root
-    cell = int(np.searchsorted(levels, root, side="right")) - 1
-    lo = float(levels[max(cell, 0)])
-    hi = float(levels[min(cell + 1, levels.shape[0] - 1)])
+    cell = bisect.bisect_right(lv, root) - 1
+    lo = lv[max(cell, 0)]
+    hi = lv[min(cell + 1, len(lv) - 1)]
     if not hi > lo:
         return root
     sub = lo + (hi - lo) * _unit_grid(_REFINE_POINTS)
-    fine = _crossings(sub, refine(sub))
-    if fine.size == 0:
+    fine = _crossings(sub.tolist(), refine(sub).tolist())
+    if not fine:
         return root
-    return float(fine[int(np.argmin(np.abs(fine - root)))])
+    return _nearest(fine, root)
 
 
 def gamma_flip(
@@ -203,6 +255,38 @@ def gamma_flip(
     ``spot`` is interpolated linearly inside a re-sampled sub-grid of its cell on the
     re-priced profile (see :func:`zero_crossing`). Returns ``(flip or None, grid, profile)``.
     """
+    with np.errstate(all="ignore"):
+        return _gamma_flip(
+            spot,
+            np.asarray(strikes, dtype=np.float64),
+            np.asarray(iv, dtype=np.float64),
+            np.asarray(oi_shares, dtype=np.float64),
+            np.asarray(signs, dtype=np.float64),
+            t,
+            forward_ratio=forward_ratio,
+            carry=carry,
+            move=move,
+            flip_range=flip_range,
+            points=points,
+        )
+
+
+def _gamma_flip(
+    spot: float,
+    strikes: FloatArray,
+    iv: FloatArray,
+    oi_shares: FloatArray,
+    signs: FloatArray,
+    t: float,
+    *,
+    forward_ratio: float,
+    carry: float,
+    move: float,
+    flip_range: float,
+    points: int,
+    check_strikes: bool = True,
+) -> tuple[float | None, FloatArray, FloatArray]:
+    """:func:`gamma_flip` on float64 arrays, under the caller's ``errstate``."""
     if not (spot > 0.0 and math.isfinite(spot)):
         empty = np.empty(0)
         return None, empty, empty
@@ -210,14 +294,15 @@ def gamma_flip(
     if not (t > 0.0 and math.isfinite(t)):
         return None, grid, np.full(grid.shape, np.nan)
     terms = _profile_terms(
-        np.asarray(strikes, dtype=np.float64),
-        np.asarray(iv, dtype=np.float64),
-        np.asarray(oi_shares, dtype=np.float64),
-        np.asarray(signs, dtype=np.float64),
+        strikes,
+        iv,
+        oi_shares,
+        signs,
         t,
         forward_ratio=forward_ratio,
         carry=carry,
         move=move,
+        check_strikes=check_strikes,
     )
     if terms is None:
         return None, grid, np.zeros(grid.shape)
@@ -246,3 +331,18 @@ def put_wall(strikes: npt.ArrayLike, gex_put: npt.ArrayLike, spot: float) -> flo
     if not score.size or not (score.max() > 0.0):
         return None
     return float(k[int(np.argmax(score))])
+
+
+def wall_in(strikes: FloatArray, gex: FloatArray, start: int, stop: int, *, finite: bool = True) -> float | None:
+    """:func:`call_wall` / :func:`put_wall` for ascending strikes, the candidates being
+    ``strikes[start:stop]`` (those ``>= spot`` / ``<= spot``); ``finite=False`` when
+    ``gex`` may hold NaN or ±inf (they count as no exposure)."""
+    if stop <= start:
+        return None
+    g = np.abs(gex[start:stop])
+    if not finite:
+        np.copyto(g, 0.0, where=~np.isfinite(g))
+    best = int(g.argmax())
+    if not g[best] > 0.0:
+        return None
+    return float(strikes[start + best])

@@ -16,6 +16,7 @@ working set stays in cache; there is no Python loop over options.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -25,7 +26,13 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from hftengine.analytics.greeks import Greeks, assemble_greeks
-from hftengine.analytics.normalized_black import FloatArray, Scratch, cached_scratch, solve_total_vol
+from hftengine.analytics.normalized_black import (
+    FloatArray,
+    Scratch,
+    _solve_total_vol_small,
+    cached_scratch,
+    solve_total_vol,
+)
 
 #: Rows per vectorised block: ~20 scratch buffers of 80 KiB stay in the 2 MiB L2 (tuned on the bench).
 BLOCK_SIZE: Final = 10240
@@ -280,6 +287,209 @@ def solve_implied_volatility(
         nan = np.full(shape, np.nan)
         greeks = Greeks(nan, nan, nan, nan, nan, nan, nan)
     return IVResult(iv=out[0].reshape(shape), greeks=greeks, status=out_status.reshape(shape))
+
+
+_NAN: Final = math.nan
+
+
+def solve_single_expiry(
+    price: FloatArray,
+    underlying: float,
+    strikes: FloatArray,
+    t: float,
+    r: float,
+    q: float,
+    sign: FloatArray,
+    *,
+    black76: bool = False,
+) -> tuple[FloatArray, NDArray[np.int8]]:
+    """IV, the seven Greeks and status codes for the legs of one chain (one underlying, one
+    expiry): the small-batch form of :func:`solve_implied_volatility`.
+
+    ``price``, ``strikes`` and ``sign`` (+1 call, −1 put) are 1-d float64 arrays of one
+    length; ``underlying`` (``S``, or ``F`` with ``black76``), ``t``, ``r``, ``q`` are
+    scalars, so the discount factors are computed once and rows that cannot have a
+    volatility (outside the no-arbitrage bounds, missing price) never reach the solver.
+    Returns ``(out, status)``: ``out`` of shape ``(8, n)`` with rows IV, delta, gamma,
+    theta, vega, rho, vanna, charm (units as in :func:`solve_implied_volatility`, NaN
+    where there is no IV) and the :class:`IVStatus` codes. Same arithmetic as the
+    block path, so the results are bit for bit those of :func:`solve_implied_volatility`.
+    """
+    with np.errstate(all="ignore"):
+        return _solve_single_expiry(price, underlying, strikes, t, r, q, sign, black76)
+
+
+def _solve_single_expiry(
+    price: FloatArray,
+    underlying: float,
+    strikes: FloatArray,
+    t: float,
+    r: float,
+    q: float,
+    sign: FloatArray,
+    black76: bool,
+) -> tuple[FloatArray, NDArray[np.int8]]:
+    """:func:`solve_single_expiry` without the ``errstate`` (the caller holds one)."""
+    n = price.shape[0]
+    u, t, r, q = float(underlying), float(t), float(r), float(q)
+    if not (math.isfinite(u) and u > 0.0 and math.isfinite(t) and math.isfinite(r) and math.isfinite(q)):
+        return np.full((8, n), _NAN), np.full(n, IVStatus.INVALID_INPUT, dtype=np.int8)
+    if not t > 0.0:
+        invalid = ~(np.isfinite(price) & np.isfinite(strikes) & (strikes > 0.0))
+        status = np.where(invalid, np.int8(IVStatus.INVALID_INPUT), np.int8(IVStatus.EXPIRED))
+        return np.full((8, n), _NAN), status
+    # numpy's exp, not math.exp: the block path's discount factors to the last bit.
+    dr, dq = np.exp(np.array((-(r * t), -(q * t)))).tolist()
+    if black76:
+        dq, q = dr, r
+    elif q == 0.0:
+        dq = 1.0
+    fd = u * dq
+    kd = np.multiply(strikes, dr)
+    x = np.divide(fd, kd)
+    np.log(x, x)
+    a = np.abs(x)
+    m = np.minimum(fd, kd)
+    # OTM-equivalent normalised price p = (price − max(θ(Fd − Kd), 0)) / min(Fd, Kd).
+    p = np.subtract(fd, kd)
+    np.multiply(p, sign, p)
+    np.maximum(p, _ZERO, out=p)
+    np.subtract(price, p, p)
+    np.divide(p, m, p)
+    valid = p > _ZERO
+    valid &= p < _ONE
+    valid &= a < _INF
+    rows = valid.nonzero()[0]
+    count = rows.shape[0]
+    if count == n:
+        status = np.zeros(n, dtype=np.int8)
+        s, n12, phi, ok = _solve_total_vol_small(a, p)
+    else:
+        status = _unsolvable_status(price, strikes, p, valid)
+        if not count:
+            return np.full((8, n), _NAN), status
+        # Solve the solvable rows only; NaN elsewhere carries through the Greeks.
+        solved = np.empty((4, n))
+        solved.fill(_NAN)
+        s_v, n12_v, phi_v, ok = _solve_total_vol_small(a[rows], p[rows])
+        solved[:, rows] = (s_v, n12_v[0], n12_v[1], phi_v)
+        s, n12, phi = solved[0], solved[1:3], solved[3]
+    if np.count_nonzero(ok) != count:
+        failed = rows[~ok] if count < n else (~ok).nonzero()[0]
+        s[failed] = _NAN
+        n12[:, failed] = _NAN
+        phi[failed] = _NAN
+        status[failed] = IVStatus.NOT_CONVERGED
+    out = np.empty((8, n))
+    _greeks_single_expiry(out, s, n12, phi, x, m, kd, sign, price, u, fd, dq, t, r, q, black76=black76)
+    if black76 and count < n:  # −t·price is no Greek where there is no volatility
+        out[5, ~np.isfinite(s)] = _NAN
+    return out, status
+
+
+_ZERO: Final = np.array(0.0)
+_ONE: Final = np.array(1.0)
+_INF: Final = np.array(math.inf)
+
+
+def _unsolvable_status(
+    price: FloatArray, strikes: FloatArray, p: FloatArray, valid: NDArray[np.bool_]
+) -> NDArray[np.int8]:
+    """:func:`_status_codes` for a valid market (finite ``S``, ``t > 0``, ``r``, ``q``):
+    OK where ``valid``, else invalid input, below intrinsic, above the upper bound or
+    not converged, in that precedence (boolean assignments: no scalar ``np.where``)."""
+    code = np.empty(p.shape[0], dtype=np.int8)
+    code.fill(IVStatus.NOT_CONVERGED)
+    code[p >= _ONE] = IVStatus.ABOVE_UPPER_BOUND
+    code[p <= _ZERO] = IVStatus.BELOW_INTRINSIC
+    usable = np.isfinite(price)
+    usable &= strikes > _ZERO
+    usable &= strikes < _INF
+    np.logical_not(usable, usable)
+    code[usable] = IVStatus.INVALID_INPUT
+    code[valid] = IVStatus.OK
+    return code
+
+
+_MINUS_TWO: Final = np.array(-2.0)
+_HALF: Final = np.array(0.5)
+_MINUS_HALF: Final = np.array(-0.5)
+
+
+def _greeks_single_expiry(
+    out: FloatArray,
+    s: FloatArray,
+    n12: FloatArray,
+    phi: FloatArray,
+    x: FloatArray,
+    m: FloatArray,
+    kd: FloatArray,
+    sign: FloatArray,
+    price: FloatArray,
+    u: float,
+    fd: float,
+    dq: float,
+    t: float,
+    r: float,
+    q: float,
+    *,
+    black76: bool,
+) -> None:
+    """:func:`~hftengine.analytics.greeks.assemble_greeks` with a scalar market, into the
+    rows of ``out`` (IV first); the same operations on the same values, fewer of them.
+
+    The reduced pair ``(P, Q) = (Φ(d1r), Φ(d2r))`` maps to the actual leg's
+    ``θ·(A, B)``: ``(P, Q)`` for an OTM call, ``(1 − Q, 1 − P)`` for an ITM call (``x > 0``),
+    ``(−Q, −P)`` for an OTM put (``x > 0``), ``(P − 1, Q − 1)`` for an ITM put: the same
+    single rounding as the block path's ``flip·(P, Q) + c`` with ``flip = ±1``.
+    """
+    mul, div, sub, add = np.multiply, np.divide, np.subtract, np.add
+    iv, delta, gamma, theta, vega, rho, vanna, charm = out
+    n1, n2 = n12
+    sqrt_t = np.array(math.sqrt(t))
+    div(s, sqrt_t, iv)
+    swap = x > _ZERO
+    put = sub(_ONE, sign)
+    mul(put, _HALF, put)  # 1 for puts, 0 for calls
+    call = sub(_ONE, put)
+    big_a = np.where(swap, sub(call, n2), sub(n1, put))  # θA
+    big_b = np.where(swap, sub(call, n1), sub(n2, put))  # θB
+    v0 = mul(m, phi)  # V0 = U e^{-qt} φ(d1)
+    inv_u = np.array(1.0 / u)
+    v0_u = mul(v0, inv_u)
+    mul(big_a, np.array(dq), delta)
+    mul(v0_u, inv_u, gamma)
+    div(gamma, s, gamma)
+    mul(v0, sqrt_t, vega)
+    inv_t = 1.0 / t
+    mul(v0, s, theta)
+    mul(theta, _MINUS_HALF, theta)
+    mul(theta, np.array(inv_t), theta)  # −V0 s/(2t)
+    tmp = mul(big_b, kd)
+    mul(tmp, np.array(t), rho)  # θ Kd t B
+    mul(tmp, np.array(r), tmp)
+    sub(theta, tmp, theta)  # − θ r Kd B
+    if q != 0.0:
+        mul(big_a, np.array(fd), tmp)
+        mul(tmp, np.array(q), tmp)
+        add(theta, tmp, theta)  # + θ q Fd A
+    d2 = div(x, s)
+    mul(s, _HALF, tmp)
+    sub(d2, tmp, d2)  # d2 = x/s − s/2
+    mul(v0_u, d2, vanna)
+    mul(vanna, np.array(-math.sqrt(t)), vanna)
+    div(vanna, s, vanna)  # −V0/U · d2 √t / s
+    mul(d2, np.array(0.5 * inv_t), d2)  # d2/(2t)
+    div(np.array(r - q), s, tmp)
+    sub(tmp, d2, tmp)
+    mul(tmp, v0_u, tmp)
+    if q != 0.0:
+        mul(delta, np.array(q), charm)
+        sub(charm, tmp, charm)  # q·delta − V0/U·((r − q)/s − d2/(2t))
+    else:
+        np.negative(tmp, charm)
+    if black76:  # ∂V/∂r holding the forward fixed
+        mul(price, np.array(-t), rho)
 
 
 def implied_volatility(

@@ -42,6 +42,48 @@ class LegQuality(IntFlag):
     NO_PRICE = 32  #: neither a usable mid nor a positive last price
 
 
+def _bits_of(has_bid: bool, has_ask: bool, crossed: bool, priced: bool, iv_ok: bool, present: bool) -> int:
+    """The :class:`LegQuality` bits of one leg (the rule; vectorised through a table)."""
+    if not present:
+        return LegQuality.MISSING
+    bits = 0
+    if has_bid != has_ask:
+        bits |= LegQuality.ONE_SIDED
+    if has_bid and has_ask and crossed:
+        bits |= LegQuality.CROSSED
+    if not (has_bid or has_ask):
+        bits |= LegQuality.ZERO_QUOTES
+    if priced and not iv_ok:
+        bits |= LegQuality.IV_UNSOLVABLE
+    if not priced:
+        bits |= LegQuality.NO_PRICE
+    return int(bits)
+
+
+#: Packs the eight 0/1 bytes of a little-endian uint64 into one byte (bit gather by a
+#: multiplication): one integer multiply and one shift instead of eight shifts and ors.
+_GATHER: Final = np.uint64(0x8040201008040201)
+_SHIFT: Final = np.uint64(56)
+
+
+def _quality_table() -> NDArray[np.uint8]:
+    """Bits for every packed byte of the six features (columns of :func:`quality_bits`)."""
+    features = np.array([[bool(code >> i & 1) for i in range(8)] for code in range(256)], dtype=np.bool_)
+    packed = (features.view(np.uint64)[:, 0] * _GATHER) >> _SHIFT
+    table = np.zeros(256, dtype=np.uint8)
+    table[packed] = [_bits_of(*row[:6]) for row in features.tolist()]
+    table.setflags(write=False)
+    return table
+
+
+_QUALITY_TABLE: Final = _quality_table()
+
+
+def quality_features(n: int) -> NDArray[np.bool_]:
+    """A zeroed ``(n, 8)`` bool array for :func:`quality_bits`."""
+    return np.zeros((n, 8), dtype=np.bool_)
+
+
 def leg_quality(
     present: NDArray[np.bool_],
     bid: FloatArray,
@@ -51,18 +93,24 @@ def leg_quality(
 ) -> NDArray[np.uint8]:
     """:class:`LegQuality` bits per leg. ``price`` is the price fed to the IV solver
     (NaN when none); ``iv_ok`` whether the solver returned a volatility."""
+    features = quality_features(np.shape(present)[0])
     with np.errstate(invalid="ignore"):
-        has_bid = bid > 0.0
-        has_ask = ask > 0.0
-    missing = ~present
-    bits = missing * np.uint8(LegQuality.MISSING)
-    bits |= (present & (has_bid ^ has_ask)) * np.uint8(LegQuality.ONE_SIDED)
-    bits |= (present & has_bid & has_ask & (bid > ask)) * np.uint8(LegQuality.CROSSED)
-    bits |= (present & ~has_bid & ~has_ask) * np.uint8(LegQuality.ZERO_QUOTES)
-    priced = present & np.isfinite(price)
-    bits |= (priced & ~iv_ok) * np.uint8(LegQuality.IV_UNSOLVABLE)
-    bits |= (present & ~priced) * np.uint8(LegQuality.NO_PRICE)
-    result: NDArray[np.uint8] = bits.astype(np.uint8)
+        np.greater(bid, 0.0, out=features[:, 0])
+        np.greater(ask, 0.0, out=features[:, 1])
+        np.greater(bid, ask, out=features[:, 2])
+    features[:, 3] = np.isfinite(price)  # not out=: wrong into strided views (numpy 2.4)
+    features[:, 4] = iv_ok
+    features[:, 5] = present
+    return quality_bits(features)
+
+
+def quality_bits(features: NDArray[np.bool_]) -> NDArray[np.uint8]:
+    """:class:`LegQuality` bits from an ``(n, 8)`` bool array (see :func:`quality_features`)
+    whose columns are bid > 0, ask > 0, bid > ask, finite price, IV solved, present (the
+    last two unused): the eight bytes of a row read as one integer, its bits gathered
+    into a byte, one table lookup."""
+    packed = (features.view(np.uint64)[:, 0] * _GATHER) >> _SHIFT
+    result: NDArray[np.uint8] = _QUALITY_TABLE.take(packed)
     return result
 
 
@@ -88,20 +136,25 @@ def chain_flags(
         flags.append("zero_spot")
     if not (t > 0.0):
         flags.append("expired")
-    names = (
-        (LegQuality.MISSING, "missing_legs"),
-        (LegQuality.ONE_SIDED, "one_sided_legs"),
-        (LegQuality.CROSSED, "crossed_quotes"),
-        (LegQuality.ZERO_QUOTES, "zero_quotes"),
-        (LegQuality.IV_UNSOLVABLE, "iv_unsolvable"),
-    )
-    flags.extend(name for bit, name in names if any_bits & bit)
-    if present.any():
-        with np.errstate(invalid="ignore"):
-            traded = bool(np.any(volume[present] > 0.0))
-            unchanged = bool(np.all(oi[present] == prev_oi[present]))
-        if traded and unchanged:
-            flags.append("stale_oi")
+    if any_bits:
+        flags.extend(name for bit, name in _BIT_FLAGS if any_bits & bit)
+    with np.errstate(invalid="ignore"):
+        traded = volume > 0.0
+        traded &= present
+        if np.count_nonzero(traded):
+            changed = oi != prev_oi
+            changed &= present
+            if not np.count_nonzero(changed):
+                flags.append("stale_oi")
     if forward_missing:
         flags.append("no_forward")
     return tuple(flags)
+
+
+_BIT_FLAGS: Final = (
+    (int(LegQuality.MISSING), "missing_legs"),
+    (int(LegQuality.ONE_SIDED), "one_sided_legs"),
+    (int(LegQuality.CROSSED), "crossed_quotes"),
+    (int(LegQuality.ZERO_QUOTES), "zero_quotes"),
+    (int(LegQuality.IV_UNSOLVABLE), "iv_unsolvable"),
+)

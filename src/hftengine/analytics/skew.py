@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +83,94 @@ def risk_reversal_butterfly(
     otm_put = strikes <= forward
     c = wing_iv(call_delta[otm_call], call_iv[otm_call], wing)
     p = wing_iv(put_delta[otm_put], put_iv[otm_put], -wing)
+    return c - p, 0.5 * (c + p) - atm
+
+
+#: Strikes :func:`atm_iv_sorted` inspects on each side of the forward before it hands over
+#: to :func:`atm_iv` (a chain with a long run of unpriced strikes at the money).
+_ATM_SCAN: Final = 8
+
+
+def atm_iv_sorted(strikes: FloatArray, call_iv: FloatArray, put_iv: FloatArray, forward: float) -> float:
+    """:func:`atm_iv` for strictly increasing strikes, bit for bit: only the two smile
+    points bracketing the forward are looked at (``np.interp`` on the whole smile picks the
+    same two and the same formula, ``slope·(x − x_lo) + v_lo``)."""
+    if not (math.isfinite(forward) and forward > 0.0):
+        return math.nan
+    n = strikes.shape[0]
+    j = int(strikes.searchsorted(forward))
+
+    def smile(i: int) -> float:
+        k = float(strikes[i])
+        primary, other = (put_iv, call_iv) if k < forward else (call_iv, put_iv)
+        v = float(primary[i])
+        if not math.isfinite(v):
+            v = float(other[i])
+        return v if math.isfinite(v) and k > 0.0 else math.nan
+
+    hi = j
+    while hi < n and hi < j + _ATM_SCAN and math.isnan(v_hi := smile(hi)):
+        hi += 1
+    lo = j - 1
+    while lo >= 0 and lo > j - 1 - _ATM_SCAN and math.isnan(v_lo := smile(lo)):
+        lo -= 1
+    if hi == j + _ATM_SCAN or lo == j - 1 - _ATM_SCAN:
+        return atm_iv(strikes, call_iv, put_iv, forward)
+    if hi == n:
+        return math.nan  # the forward is above every usable strike
+    if float(strikes[hi]) == forward:
+        return v_hi
+    if lo < 0:
+        return math.nan
+    logs: list[float] = np.log(strikes[[lo, hi]]).tolist()
+    x_lo, x_hi = logs
+    x = math.log(forward)
+    if x == x_hi:
+        return v_hi
+    if x == x_lo:
+        return v_lo
+    slope = (v_hi - v_lo) / (x_hi - x_lo)
+    return slope * (x - x_lo) + v_lo
+
+
+def _wing_iv_monotone(delta: FloatArray, iv: FloatArray, target: float) -> float:
+    """:func:`wing_iv` for deltas that fall with the strike (calls above, puts below the
+    forward, in strike order): the stable sort is then a reversal unless the finite
+    deltas are not strictly decreasing, when it hands over to :func:`wing_iv`."""
+    rows = np.isfinite(iv).nonzero()[0]
+    count = rows.shape[0]
+    if count < delta.shape[0]:
+        delta, iv = delta[rows], iv[rows]
+    if (
+        count < 1
+        or np.count_nonzero(delta[1:] < delta[:-1]) != count - 1
+        or np.count_nonzero(np.isfinite(delta)) != count
+    ):
+        return wing_iv(delta, iv, target)
+    if target < float(delta[-1]) or target > float(delta[0]):
+        return math.nan
+    return float(np.interp(target, delta[::-1], iv[::-1]))
+
+
+def risk_reversal_butterfly_sorted(
+    strikes: FloatArray,
+    forward: float,
+    call_iv: FloatArray,
+    put_iv: FloatArray,
+    call_delta: FloatArray,
+    put_delta: FloatArray,
+    atm: float,
+    *,
+    wing: float = 0.25,
+) -> tuple[float, float]:
+    """:func:`risk_reversal_butterfly` for ascending strikes (the OTM legs are a suffix and
+    a prefix of the chain), same results."""
+    if not math.isfinite(forward):
+        return math.nan, math.nan
+    first_call = int(strikes.searchsorted(forward, "left"))  # strikes >= forward
+    last_put = int(strikes.searchsorted(forward, "right"))  # strikes <= forward
+    c = _wing_iv_monotone(call_delta[first_call:], call_iv[first_call:], wing)
+    p = _wing_iv_monotone(put_delta[:last_put], put_iv[:last_put], -wing)
     return c - p, 0.5 * (c + p) - atm
 
 
