@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(
         default=0.2, gt=0, validation_alias=_env("HFT_SINK_WITHIN", "sink_batch_seconds")
     )
+    sink_rollup_mode: Literal["inline", "deferred"] = Field(
+        default="deferred", validation_alias=_env("HFT_SINK_ROLLUP_MODE", "sink_rollup_mode"),
+        description="Plain PostgreSQL: 'deferred' writes raw rows only and a worker timer materializes "
+        "rollups every HFT_ROLLUP_REFRESH seconds (reads compute open buckets on the fly); 'inline' "
+        "materializes closed buckets in every sink transaction.",
+    )
+    rollup_refresh_s: float = Field(
+        default=60.0, gt=0, validation_alias=_env("HFT_ROLLUP_REFRESH", "rollup_refresh_s")
+    )
     risk_free_rate: float = Field(default=0.065, validation_alias=_env("HFT_RISK_FREE_RATE", "risk_free_rate"))
     dividend_yield: float = Field(default=0.0, validation_alias=_env("HFT_DIVIDEND_YIELD", "dividend_yield"))
 
@@ -109,6 +118,22 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=_env("HFT_LOG_LEVEL", "log_level")
+    )
+
+    # --- stateful analytics (docs/analytics.md) ------------------------------------------
+    analytics_oi_topic: str = Field(
+        default="analytics.oi", validation_alias=_env("HFT_ANALYTICS_OI_TOPIC", "analytics_oi_topic")
+    )
+    analytics_levels_topic: str = Field(
+        default="analytics.levels", validation_alias=_env("HFT_ANALYTICS_LEVELS_TOPIC", "analytics_levels_topic")
+    )
+    analytics_patterns_topic: str = Field(
+        default="analytics.patterns",
+        validation_alias=_env("HFT_ANALYTICS_PATTERNS_TOPIC", "analytics_patterns_topic"),
+    )
+    velocity_windows_s: tuple[int, ...] = Field(
+        default=(60, 300, 900), validation_alias=_env("HFT_VELOCITY_WINDOWS", "velocity_windows_s"),
+        description="OI/premium velocity windows in seconds (JSON list, e.g. [60,300,900]).",
     )
 
     @field_validator("dhan_access_token", "dhan_client_id")

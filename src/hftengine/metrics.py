@@ -22,3 +22,7 @@ FRESHNESS = Histogram(
     "hft_freshness_seconds", "received_ts -> row committed",
     buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
 )
+ROLLUP_SECONDS = Histogram(
+    "hft_rollup_refresh_seconds", "Time of one scheduled rollup refresh",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)

@@ -21,6 +21,8 @@ class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hft-db")
+        self.maintenance_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="hft-maint")
 
     @cached_property
     def registry(self) -> Any:
@@ -50,9 +52,10 @@ class WorkerContext:
 
     @cached_property
     def store(self) -> PostgresChainStore:
-        return PostgresChainStore(self.settings.database_dsn())
+        return PostgresChainStore(self.settings.database_dsn(), rollup_mode=self.settings.sink_rollup_mode)
 
     def close(self) -> None:
         if "store" in self.__dict__:
             self.db_executor.submit(self.store.close).result(timeout=10)
         self.db_executor.shutdown(wait=True)
+        self.maintenance_executor.shutdown(wait=True, cancel_futures=True)

@@ -19,7 +19,8 @@ from hftengine.agents.context import WorkerContext
 from hftengine.agents.dlq import send_dead_letter
 from hftengine.codec.avro import DecodeError
 from hftengine.enrich import unpack_enriched
-from hftengine.metrics import FRESHNESS, SINK_CHAINS, SINK_RETRIES, SINK_ROWS, SINK_SECONDS
+from hftengine.metrics import FRESHNESS, ROLLUP_SECONDS, SINK_CHAINS, SINK_RETRIES, SINK_ROWS, SINK_SECONDS
+from hftengine.storage.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +63,18 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> No
             now = datetime.now(UTC)
             for rec in records:
                 FRESHNESS.observe((now - rec["snapshot"]["received_ts"]).total_seconds())
+
+    if s.sink_rollup_mode == "deferred":
+
+        @app.timer(s.rollup_refresh_s, on_leader=True, name="hftengine.rollup_refresh")  # type: ignore[untyped-decorator]
+        async def rollup_refresh() -> None:
+            """Materialize closed rollup buckets (leader only; its own connection and thread)."""
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            try:
+                report = await loop.run_in_executor(ctx.maintenance_executor, refresh_rollups, s.database_dsn())
+            except Exception:
+                log.exception("rollup refresh failed; next attempt in %.0fs", s.rollup_refresh_s)
+                return
+            ROLLUP_SECONDS.observe(time.perf_counter() - started)
+            log.info("rollups refreshed in %.2fs: %s", time.perf_counter() - started, report)
