@@ -217,17 +217,24 @@ def mid_price(
     else the last traded price (``source="ltp"``: always the last price); NaN when neither
     is positive or the leg is missing."""
     with np.errstate(invalid="ignore"):
-        if source == "ltp":
-            px = last.copy()
-        else:
-            quoted = bid > _ZERO
-            quoted &= ask >= bid
-            px = np.add(bid, ask)
-            np.multiply(px, _HALF, px)
-            px = np.where(quoted, px, last)
-        unusable = px > _ZERO
-        unusable &= present
-        np.logical_not(unusable, unusable)
+        return _mid_price(bid, ask, last, present, source)
+
+
+def _mid_price(
+    bid: FloatArray, ask: FloatArray, last: FloatArray, present: NDArray[np.bool_], source: str
+) -> FloatArray:
+    """:func:`mid_price` under the caller's ``errstate``."""
+    if source == "ltp":
+        px = last.copy()
+    else:
+        quoted = bid > _ZERO
+        quoted &= ask >= bid
+        px = np.add(bid, ask)
+        np.multiply(px, _HALF, px)
+        px = np.where(quoted, px, last)
+    unusable = px > _ZERO
+    unusable &= present
+    np.logical_not(unusable, unusable)
     px[unusable] = np.nan
     return px
 
@@ -349,7 +356,7 @@ def analyze_chain(
     black76 = cv.iv_model == "black76"
 
     with np.errstate(all="ignore"):
-        px = mid_price(bid, ask, last, present, cv.price_source)
+        px = _mid_price(bid, ask, last, present, cv.price_source)
 
         # Implied volatility and Greeks, both legs in one pass.
         k2 = np.concatenate((k, k))
@@ -454,7 +461,7 @@ def analyze_chain(
         else:
             atm = atm_iv_sorted(k, call_iv, put_iv, forward) if increasing else atm_iv(k, call_iv, put_iv, forward)
             rr25, bf25 = risk_reversal_butterfly_sorted(
-                k, forward, call_iv, put_iv, delta[:n], delta[n:], atm, wing=cv.wing_delta
+                k, forward, call_iv, put_iv, delta[:n], delta[n:], atm, wing=cv.wing_delta, finite_delta=True
             )
 
         # Build-up, flow, quality.

@@ -15,6 +15,7 @@ Per leg (both sides of the chain together form the population):
 
 from __future__ import annotations
 
+import math
 from enum import IntFlag
 
 import numpy as np
@@ -63,16 +64,19 @@ def _robust_z_pair(samples: FloatArray) -> FloatArray:
     if m < 4:
         return np.zeros((2, m))
     lo, mid, hi = m // 4, m // 2, (3 * m) // 4
-    stats = np.sort(samples, axis=1)[:, (lo, mid, hi)].tolist()
+    ordered = np.sort(samples, axis=1)
     z = np.empty((2, m))
-    for row, sample, (q1, med, q3) in zip(z, samples, stats, strict=True):
+    for i in (0, 1):
+        sample, row = samples[i], z[i]
+        q1, med, q3 = ordered.item(i, lo), ordered.item(i, mid), ordered.item(i, hi)
         scale = (q3 - q1) / _IQR_TO_SIGMA
         if not scale > 0.0:
             row[:] = _robust_z(sample)
             continue
         np.subtract(sample, med, row)
         np.divide(row, scale, row)
-        row[sample == med] = 0.0
+        if not math.isfinite(med):  # finite: (v − med) is exactly 0 where v == med already
+            row[sample == med] = 0.0
     return z
 
 

@@ -33,7 +33,9 @@ Implied volatility inverts ``p`` in ``s``:
    evaluated with ``erfcx`` (no underflow), in one batched pass.
 
 Cost per option: 4 ``scipy.special.ndtr`` calls (≈ 60 ns together) and ~150
-vectorised elementwise operations on cache-sized blocks.
+vectorised elementwise operations on cache-sized blocks. For one chain (a few hundred
+rows) each numpy call costs more than its arithmetic: :func:`solve_total_vol_small`
+runs the same operations with as little per-call overhead as possible.
 
 Only numpy, ``scipy.special`` and the standard library are used.
 """
@@ -554,7 +556,9 @@ def solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Flo
     row must be solvable in principle: 1-d, ``0 < p < 1``, finite ``a >= 0``.
 
     Returns ``s``, ``Φ`` as a ``(2, m)`` array (rows ``Φ(d1)``, ``Φ(d2)``, reduced),
-    ``φ(d1)`` and the ok mask; unconverged rows go through :func:`refine`.
+    ``φ(d1)`` and the ok mask; unconverged rows go through :func:`refine`. ``s``, the
+    ``Φ`` pair and ``φ`` are the rows of one ``(4, m)`` array (``s.base``), so a caller
+    can scatter them in one assignment.
     """
     with np.errstate(all="ignore"):
         return _solve_total_vol_small(a, p)
@@ -579,7 +583,10 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     cell = np.floor(fu)
     sub(fu, cell, fu)  # wu
     mul(cell, _K_NV, cell)
-    s = np.floor(fv)
+    out = np.empty((4, m))  # s, Φ(d1), Φ(d2), φ(d1)
+    s, n1, n2, phi = out
+    n12 = out[1:3]
+    np.floor(fv, s)
     sub(fv, s, fv)  # wv
     add(cell, s, cell)
     # Rows outside the table (cell_u > NU − 1) land at or past the extra NaN column.
@@ -593,9 +600,7 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     mul(s, rho, s)  # s0, NaN outside the table
     # One Householder step (see householder_step); both Φ in one call.
     d12 = np.empty((2, m))
-    n12 = np.empty((2, m))
     d1, d2 = d12
-    n1, n2 = n12
     inv_s = div(_K_ONE, s)
     xs = mul(a, inv_s)
     mul(s, _K_HALF, d1)
@@ -652,7 +657,7 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     sub(d1, tmp, d1)
     sub(d1, s, d2)
     ndtr(d12, n12)
-    phi = mul(d1, d1)
+    mul(d1, d1, phi)
     mul(phi, _K_MINUS_HALF, phi)
     np.maximum(phi, _K_EXP_FLOOR, out=phi)
     np.exp(phi, phi)

@@ -138,14 +138,13 @@ def chain_flags(
         flags.append("expired")
     if any_bits:
         flags.extend(name for bit, name in _BIT_FLAGS if any_bits & bit)
-    with np.errstate(invalid="ignore"):
-        traded = volume > 0.0
-        traded &= present
-        if np.count_nonzero(traded):
-            changed = oi != prev_oi
-            changed &= present
-            if not np.count_nonzero(changed):
-                flags.append("stale_oi")
+    traded = volume > 0.0  # comparisons with NaN are False, no warning
+    traded &= present
+    if np.count_nonzero(traded):
+        changed = oi != prev_oi
+        changed &= present
+        if not np.count_nonzero(changed):
+            flags.append("stale_oi")
     if forward_missing:
         flags.append("no_forward")
     return tuple(flags)

@@ -133,10 +133,12 @@ def atm_iv_sorted(strikes: FloatArray, call_iv: FloatArray, put_iv: FloatArray, 
     return slope * (x - x_lo) + v_lo
 
 
-def _wing_iv_monotone(delta: FloatArray, iv: FloatArray, target: float) -> float:
+def _wing_iv_monotone(delta: FloatArray, iv: FloatArray, target: float, *, finite_delta: bool = False) -> float:
     """:func:`wing_iv` for deltas that fall with the strike (calls above, puts below the
-    forward, in strike order): the stable sort is then a reversal unless the finite
-    deltas are not strictly decreasing, when it hands over to :func:`wing_iv`."""
+    forward, in strike order): the stable sort is then a reversal, and the interpolation
+    is ``np.interp``'s on the bracketing pair. Hands over to :func:`wing_iv` unless the
+    finite points are strictly decreasing. ``finite_delta``: the caller knows that
+    ``delta`` is finite wherever ``iv`` is."""
     rows = np.isfinite(iv).nonzero()[0]
     count = rows.shape[0]
     if count < delta.shape[0]:
@@ -144,12 +146,20 @@ def _wing_iv_monotone(delta: FloatArray, iv: FloatArray, target: float) -> float
     if (
         count < 1
         or np.count_nonzero(delta[1:] < delta[:-1]) != count - 1
-        or np.count_nonzero(np.isfinite(delta)) != count
+        or (not finite_delta and np.count_nonzero(np.isfinite(delta)) != count)
     ):
         return wing_iv(delta, iv, target)
-    if target < float(delta[-1]) or target > float(delta[0]):
-        return math.nan
-    return float(np.interp(target, delta[::-1], iv[::-1]))
+    # In ascending delta order (index count − 1 … 0) np.interp brackets the target with
+    # the last point <= target (index j = how many deltas exceed it) and the next one up.
+    j = int(np.negative(delta).searchsorted(-target))
+    if j == count or target > float(delta[0]):
+        return math.nan  # outside [min delta, max delta]
+    x0, v0 = float(delta[j]), float(iv[j])
+    if target == x0 or j == 0:
+        return v0
+    x1, v1 = float(delta[j - 1]), float(iv[j - 1])
+    slope = (v1 - v0) / (x1 - x0)
+    return slope * (target - x0) + v0  # np.interp's formula, same rounding
 
 
 def risk_reversal_butterfly_sorted(
@@ -162,15 +172,17 @@ def risk_reversal_butterfly_sorted(
     atm: float,
     *,
     wing: float = 0.25,
+    finite_delta: bool = False,
 ) -> tuple[float, float]:
     """:func:`risk_reversal_butterfly` for ascending strikes (the OTM legs are a suffix and
-    a prefix of the chain), same results."""
+    a prefix of the chain), same results. ``finite_delta``: deltas are finite wherever
+    the IVs are (solver output), which saves a check."""
     if not math.isfinite(forward):
         return math.nan, math.nan
     first_call = int(strikes.searchsorted(forward, "left"))  # strikes >= forward
     last_put = int(strikes.searchsorted(forward, "right"))  # strikes <= forward
-    c = _wing_iv_monotone(call_delta[first_call:], call_iv[first_call:], wing)
-    p = _wing_iv_monotone(put_delta[:last_put], put_iv[:last_put], -wing)
+    c = _wing_iv_monotone(call_delta[first_call:], call_iv[first_call:], wing, finite_delta=finite_delta)
+    p = _wing_iv_monotone(put_delta[:last_put], put_iv[:last_put], -wing, finite_delta=finite_delta)
     return c - p, 0.5 * (c + p) - atm
 
 
