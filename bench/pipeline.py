@@ -157,7 +157,7 @@ def layout_comparison(snap: ChainSnapshot, repeat: int = 200) -> None:
 
 # --------------------------------------------------------------- 2. sink ceiling
 def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: Settings) -> float:
-    store = PostgresChainStore(dsn)
+    store = PostgresChainStore(dsn, rollup_mode=settings.sink_rollup_mode)
     base = datetime.now(UTC) - timedelta(days=30)
     enriched = [
         unpack_enriched(enriched_record(s, analyze_snapshot(s, r=settings.risk_free_rate, q=0.0), r=0.065, q=0.0))
@@ -179,7 +179,8 @@ def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: 
     rate = rows / elapsed
     print(
         f"\n2. Sink ceiling (no broker): {rows:,} quote rows in {elapsed:.1f}s = {rate:,.0f} contracts/s "
-        f"(batches of {len(pool)} chains, binary COPY + idempotent metrics insert)"
+        f"(batches of {len(pool)} chains, binary COPY + idempotent metrics insert, "
+          f"rollups {settings.sink_rollup_mode})"
     )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE chain_metrics, option_quotes, chain_latest")
