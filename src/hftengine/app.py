@@ -20,7 +20,7 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     (memory-only) broker the CLI passes a directory specific to that broker
     run, so no stale local state or offsets from an earlier broker are reused.
     """
-    from hftengine.agents import deadletter, enrich, sink
+    from hftengine.agents import deadletter, enrich, sink, stateful
     from hftengine.agents.context import WorkerContext
 
     datadir = datadir or settings.data_dir / "worker"
@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     dead = app.topic(settings.deadletter_topic, partitions=1)
     enrich.register(app, ctx, raw, enriched, dead)
     sink.register(app, ctx, enriched, dead)
+    stateful.register(app, ctx, enriched, dead)
     deadletter.register(app, ctx, dead)
 
     async def _close(app: faust.App, **kwargs: Any) -> None:

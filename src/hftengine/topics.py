@@ -26,6 +26,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.enriched_topic, p, r, "optionchain_enriched",
                   "snapshots + IV/Greeks/chain analytics, key=underlying"),
         TopicSpec(settings.deadletter_topic, 1, r, "deadletter", "anything undecodable or invalid, with the reason"),
+        TopicSpec(settings.analytics_oi_topic, p, r, "analytics_oi",
+                  "cumulative OI and velocity per chain snapshot, key=underlying"),
+        TopicSpec(settings.analytics_levels_topic, p, r, "analytics_levels",
+                  "support/resistance, GEX walls, max pain per chain snapshot, key=underlying"),
+        TopicSpec(settings.analytics_patterns_topic, p, r, "analytics_patterns",
+                  "pattern events (build-ups, level shifts, IV spikes, flow...), key=underlying"),
     ]
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from hftengine import __version__
-from hftengine.api.routers import analytics, health, option_chain, underlyings
+from hftengine.api.routers import analytics, health, option_chain, stateful, underlyings
 from hftengine.config import Settings
 from hftengine.storage.queries import Queries
 
@@ -37,6 +37,6 @@ def create_api(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (underlyings, option_chain, analytics, health):
+    for module in (underlyings, option_chain, analytics, stateful, health):
         app.include_router(module.router)
     return app

@@ -1,0 +1,323 @@
+"""``stateful``: enriched chains → RocksDB table → ``analytics.*`` topics; ``analytics-sink``: those → PostgreSQL.
+
+Per enriched snapshot the stateful agent reads the chain's state from the
+``analytics-chain-state`` table, applies the pure
+:func:`hftengine.analytics.state.update`, and then, in this order:
+
+1. sends the analytics records (``analytics.oi``, ``analytics.levels``, one
+   ``analytics.patterns`` record per event) and **waits until the broker has them**;
+2. assigns ``table[key] = new_state`` (RocksDB + changelog);
+3. acknowledges the event (the ``events()`` iterator acks it when the next one is taken).
+
+A crash before 2 replays the snapshot and re-sends the same records (duplicates on the
+topics, identical bytes; the database absorbs them by primary key).  A crash after 2 replays a
+snapshot whose time the state already holds: :func:`update` ignores it, and its records were
+delivered in step 1.  So nothing is lost and nothing is counted twice.
+
+The analytics sink batches the three topics and writes rows idempotently
+(:mod:`hftengine.storage.analytics_sink`), acknowledging a batch only after it is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import faust
+
+from hftengine.agents.context import WorkerContext
+from hftengine.agents.dlq import send_dead_letter
+from hftengine.analytics.cumoi import from_micros
+from hftengine.analytics.levels import LevelsConfig
+from hftengine.analytics.patterns import PatternConfig, PatternEvent
+from hftengine.analytics.state import (
+    ANALYTICS_VERSION,
+    ChainObservation,
+    ChainState,
+    Emits,
+    LevelsAnalytics,
+    OIAnalytics,
+    StateConfig,
+    chain_key,
+    update,
+)
+from hftengine.analytics.velocity import VelocityConfig
+from hftengine.codec.avro import AvroDeserializer, AvroSerializer, DecodeError, load_schema_text, subject_for
+from hftengine.codec.packed import pack
+from hftengine.config import Settings
+from hftengine.storage.analytics_sink import AnalyticsSink
+from hftengine.tables.chain_state import chain_state_table
+from hftengine.tables.codec import StateCodecError, decode_state, encode_state
+
+log = logging.getLogger(__name__)
+
+KINDS = ("oi", "levels", "patterns")
+SCHEMAS = {"oi": "analytics_oi", "levels": "analytics_levels", "patterns": "analytics_patterns"}
+
+
+def state_config(settings: Settings) -> StateConfig:
+    """The analytics configuration: velocity windows from settings; the build-up regime uses the
+    window closest to 5 min and the IV detector the shortest one."""
+    windows = tuple(sorted(set(settings.velocity_windows_s)))
+    regime = min(windows, key=lambda w: (abs(w - 300), w))
+    return StateConfig(
+        velocity=VelocityConfig(windows_s=windows),
+        levels=LevelsConfig(),
+        patterns=PatternConfig(regime_window_s=regime, iv_window_s=windows[0]),
+    )
+
+
+def topic_for(settings: Settings, kind: str) -> str:
+    return {"oi": settings.analytics_oi_topic, "levels": settings.analytics_levels_topic,
+            "patterns": settings.analytics_patterns_topic}[kind]
+
+
+# ---------------------------------------------------------------------------- records
+def _opt(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _f8(a: Any) -> bytes:
+    return pack(a, "<f8")
+
+
+def oi_record(a: OIAnalytics) -> dict[str, Any]:
+    """The ``analytics_oi`` Avro record of one snapshot."""
+    c = a.cum
+
+    def leg(row: int) -> dict[str, Any]:
+        return {
+            "present": pack(c.present[row], "|b1"), "oi": _f8(c.oi[row]), "oi_open": _f8(c.oi_open[row]),
+            "change_open": _f8(c.change_open[row]), "change_open_pct": _f8(c.change_open_pct[row]),
+            "change_prev": _f8(c.change_prev[row]), "price": _f8(c.price[row]),
+            "price_change_open": _f8(c.price_change_open[row]), "buildup": pack(c.buildup[row], "|i1"),
+            "velocity": [
+                {"window_s": v.window_s, "oi_per_min": _f8(v.oi_per_min[row]),
+                 "oi_pct_per_min": _f8(v.oi_pct_per_min[row]), "premium_per_min": _f8(v.premium_per_min[row]),
+                 "oi_accel": _f8(v.oi_accel[row]), "premium_accel": _f8(v.premium_accel[row])}
+                for v in a.velocity
+            ],
+        }
+
+    t = c.totals
+    return {
+        "underlying": a.underlying, "expiry": a.expiry, "ts": from_micros(a.ts_us), "session": a.session,
+        "session_open_ts": from_micros(c.open_ts_us), "spot": a.spot, "lot_size": a.lot_size,
+        "oi_unit": a.oi_unit, "analytics_version": ANALYTICS_VERSION, "strikes": _f8(c.strikes),
+        "windows": [{"window_s": v.window_s, "span_s": _opt(v.span_s), "atm_iv_change": _opt(v.atm_iv_change)}
+                    for v in a.velocity],
+        "ce": leg(0), "pe": leg(1),
+        "totals": {
+            "ce_oi": t.ce_oi, "pe_oi": t.pe_oi, "ce_oi_open": t.ce_oi_open, "pe_oi_open": t.pe_oi_open,
+            "ce_change_open": t.ce_change_open, "pe_change_open": t.pe_change_open,
+            "ce_change_prev": _opt(t.ce_change_prev), "pe_change_prev": _opt(t.pe_change_prev),
+            "pcr_oi": _opt(t.pcr_oi), "pcr_change_open": _opt(t.pcr_change_open),
+        },
+    }
+
+
+def levels_record(a: LevelsAnalytics) -> dict[str, Any]:
+    """The ``analytics_levels`` Avro record of one snapshot."""
+    return {
+        "underlying": a.underlying, "expiry": a.expiry, "ts": from_micros(a.ts_us), "session": a.session,
+        "spot": a.spot, "strike_step": _opt(a.strike_step), "analytics_version": ANALYTICS_VERSION,
+        "levels": [
+            {"level_type": lv.level_type, "price": lv.price, "strength": _opt(lv.strength), "value": _opt(lv.value),
+             "source": lv.source, "previous": _opt(lv.previous), "since_ts": from_micros(lv.since_ts_us),
+             "candidate": _opt(lv.candidate), "candidate_count": lv.candidate_count}
+            for lv in a.output.levels
+        ],
+        "shifts": [
+            {"level_type": s.level_type, "from_price": s.from_price, "to_price": s.to_price, "steps": _opt(s.steps),
+             "value": _opt(s.value), "strength": _opt(s.strength), "reason": s.reason}
+            for s in a.output.shifts
+        ],
+    }
+
+
+def pattern_record(e: PatternEvent) -> dict[str, Any]:
+    """The ``analytics_patterns`` Avro record of one event."""
+    return {
+        "ts": from_micros(e.ts_us), "underlying": e.underlying, "expiry": e.expiry, "event_type": e.event_type,
+        "event_key": e.event_key, "severity": e.severity, "severity_label": e.severity_label,
+        "value": _opt(e.value), "previous": _opt(e.previous), "threshold": _opt(e.threshold),
+        "window_s": e.window_s or None, "strike": _opt(e.strike), "strike_high": _opt(e.strike_high),
+        "option_type": e.option_type or None, "spot": e.spot, "description": e.description,
+        "details": {k: float(v) for k, v in e.details}, "analytics_version": ANALYTICS_VERSION,
+    }
+
+
+def emit_records(emits: Emits) -> list[tuple[str, dict[str, Any]]]:
+    """``(kind, record)`` of everything one applied snapshot publishes, in publishing order."""
+    return [("oi", oi_record(emits.oi)), ("levels", levels_record(emits.levels)),
+            *(("patterns", pattern_record(e)) for e in emits.events)]
+
+
+@dataclass(frozen=True)
+class Applied:
+    state: ChainState
+    state_bytes: bytes
+    records: list[tuple[str, dict[str, Any]]]
+
+
+def load_state(value: bytes | None, key: str) -> ChainState | None:
+    """The table value as a state; an undecodable value (e.g. from an incompatible version) is
+    dropped with a warning, so the chain starts afresh."""
+    if value is None:
+        return None
+    try:
+        st = decode_state(value)
+    except StateCodecError as exc:
+        log.warning("dropping the undecodable state of %s: %s", key, exc)
+        return None
+    if not isinstance(st, ChainState):
+        log.warning("dropping the state of %s: a %s, not a ChainState", key, type(st).__name__)
+        return None
+    return st
+
+
+def apply_enriched(value: bytes | None, rec: Mapping[str, Any], config: StateConfig,
+                   cache: dict[str, tuple[bytes, ChainState]] | None = None) -> Applied | None:
+    """Apply one decoded enriched record to the table value; ``None`` when it is a replay/duplicate.
+
+    ``cache`` (key → the bytes last written and their state) skips decoding a value this process
+    wrote itself; it is only trusted when the table still holds exactly those bytes.
+    """
+    obs = ChainObservation.from_enriched(rec)
+    hit = cache.get(obs.key) if cache is not None else None
+    state = hit[1] if hit is not None and value is not None and hit[0] == value else load_state(value, obs.key)
+    new, emits = update(state, obs, config)
+    if emits is None or new is None:
+        return None
+    applied = Applied(new, encode_state(new), emit_records(emits))
+    if cache is not None:
+        cache[obs.key] = (applied.state_bytes, new)
+    return applied
+
+
+# ------------------------------------------------------------------------------ codecs
+class StatefulCodecs:
+    """Serializers of the three analytics topics and the decoders the agents need (lazy)."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+    @cached_property
+    def enriched(self) -> AvroDeserializer:
+        return AvroDeserializer(self.ctx.registry, load_schema_text("optionchain_enriched"))
+
+    @cached_property
+    def analytics(self) -> AvroDeserializer:
+        return AvroDeserializer(self.ctx.registry)
+
+    @cached_property
+    def encoders(self) -> dict[str, AvroSerializer]:
+        s = self.ctx.settings
+        return {
+            kind: AvroSerializer(self.ctx.registry, subject_for(topic_for(s, kind)), load_schema_text(SCHEMAS[kind]))
+            for kind in KINDS
+        }
+
+
+# ------------------------------------------------------------------------------ agents
+def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> Any:
+    """Declare the table, the analytics topics and both agents; returns the table."""
+    s = ctx.settings
+    config = state_config(s)
+    table = chain_state_table(app, s)
+    topics = {kind: app.topic(topic_for(s, kind), partitions=s.topic_partitions) for kind in KINDS}
+    kind_of = {topic_for(s, kind): kind for kind in KINDS}
+    codecs = StatefulCodecs(ctx)
+    decoded: dict[str, tuple[bytes, ChainState]] = {}  # saves decoding the state this worker just wrote
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hft-analytics-db")
+    sinks: list[AnalyticsSink] = []
+
+    def sink() -> AnalyticsSink:
+        if not sinks:
+            sinks.append(AnalyticsSink(s.database_dsn()))
+        return sinks[0]
+
+    @app.agent(enriched, name="hftengine.stateful")
+    async def stateful_agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                _, rec = codecs.enriched.decode(message.value)
+            except DecodeError as exc:
+                await send_dead_letter(ctx, dead, message, stage="stateful", error_type=exc.error_type,
+                                       reason=exc.reason, schema_id=exc.schema_id)
+                continue
+            key = chain_key(rec["snapshot"]["underlying"], rec["snapshot"]["expiry"]).encode()
+            try:
+                applied = apply_enriched(table.get(key), rec, config, decoded)
+            except Exception as exc:  # a kernel bug must not stop the partition; the state is kept
+                log.exception("stateful analytics failed for %s", key.decode())
+                await send_dead_letter(ctx, dead, message, stage="stateful", error_type="stateful_failed",
+                                       reason=repr(exc), underlying=rec["snapshot"]["underlying"])
+                continue
+            if applied is None:
+                continue  # replay or duplicate: the state already holds it, its records were delivered
+            out_key = str(rec["snapshot"]["underlying"]).encode()
+            backoff = 0.5
+            while True:
+                try:
+                    pending = [await topics[kind].send(key=out_key, value=codecs.encoders[kind].encode(r))
+                               for kind, r in applied.records]
+                    await asyncio.gather(*pending)  # delivered before the state advances
+                    break
+                except Exception:
+                    log.exception("publishing analytics of %s failed; retrying in %.1fs", key.decode(), backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+            table[key] = applied.state_bytes
+
+    channel = app.topic(*(topic_for(s, kind) for kind in KINDS), partitions=s.topic_partitions)
+
+    @app.agent(channel, name="hftengine.analytics-sink")
+    async def analytics_sink_agent(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(max(64, s.sink_batch_size), within=s.sink_batch_seconds):
+            records: list[tuple[str, dict[str, Any]]] = []
+            for event in events:
+                try:
+                    _, rec = codecs.analytics.decode(event.message.value)
+                except DecodeError as exc:
+                    await send_dead_letter(ctx, dead, event.message, stage="analytics-sink",
+                                           error_type=exc.error_type, reason=exc.reason, schema_id=exc.schema_id)
+                    continue
+                records.append((kind_of[event.message.topic], rec))
+            if not records:
+                continue
+            await _write_with_retry(loop, executor, sink, records)
+
+    async def _close(app: faust.App, **kwargs: Any) -> None:
+        def close() -> None:
+            for db in sinks:
+                db.close()
+
+        executor.submit(close).result(timeout=10)
+        executor.shutdown(wait=True)
+
+    app.on_before_shutdown.connect(_close)  # type: ignore[arg-type]
+
+    return table
+
+
+async def _write_with_retry(loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor,
+                            sink: Any, records: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    backoff = 0.5
+    while True:
+        try:
+            await loop.run_in_executor(executor, lambda: sink().write(records))
+            return
+        except Exception:
+            log.exception("storing %d analytics records failed; retrying in %.1fs", len(records), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 15.0)
+

@@ -1,0 +1,1 @@
+"""Faust tables of the stateful analytics (RocksDB stores with Kafka changelogs) and their codec."""
