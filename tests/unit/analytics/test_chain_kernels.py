@@ -389,3 +389,19 @@ def test_analyze_chain_agrees_with_the_public_functions(make_chain: MakeChain, s
         assert res.gamma_flip == flip
         np.testing.assert_array_equal(res.gex_profile, profile)
         np.testing.assert_array_equal(res.gex_profile_spots, grid)
+
+
+def test_fast_result_constructor_is_the_dataclass(make_chain: MakeChain) -> None:
+    from dataclasses import fields
+
+    from hftengine.analytics.chain import ChainResult, _chain_result
+
+    ch = make_chain(n=10)
+    res = analyze_chain(ch.strikes, ch.calls, ch.puts, ch.spot, ch.t, r=ch.r, q=ch.q, lot_size=75)
+    values = {f.name: getattr(res, f.name) for f in fields(ChainResult)}
+    plain = ChainResult(**values)
+    assert all(getattr(plain, name) is getattr(res, name) for name in values)
+    with pytest.raises(TypeError, match="missing"):
+        _chain_result(**{k: v for k, v in values.items() if k != "spot"})
+    with pytest.raises(TypeError, match="no field"):
+        _chain_result(**values, extra=1)
