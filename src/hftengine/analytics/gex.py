@@ -21,6 +21,9 @@ from hftengine.analytics.normalized_black import EXP_FLOOR, INV_SQRT_2PI, FloatA
 
 _REFINE_POINTS = 11
 _MINUS_HALF = np.array(-0.5)
+_HALF = np.array(0.5)
+_ONE = np.array(1.0)
+_INV_SQRT_2PI = np.array(INV_SQRT_2PI)
 _EXP_FLOOR = np.array(float(EXP_FLOOR))
 
 
@@ -90,17 +93,17 @@ def _profile_terms(
     sqrt_t = math.sqrt(t)
     terms = np.empty((2, m))
     inv_w, offset = terms
-    w = np.multiply(iv, sqrt_t)
-    np.divide(1.0, w, inv_w)
-    np.multiply(w, 0.5, offset)
-    offset *= w
-    log_k = np.multiply(strikes, 1.0 / forward_ratio)
+    w = np.multiply(iv, np.array(sqrt_t))
+    np.divide(_ONE, w, inv_w)
+    np.multiply(w, _HALF, offset)
+    np.multiply(offset, w, offset)
+    log_k = np.multiply(strikes, np.array(1.0 / forward_ratio))
     np.log(log_k, log_k)
-    offset -= log_k
-    offset *= inv_w
+    np.subtract(offset, log_k, offset)
+    np.multiply(offset, inv_w, offset)
     coef = np.multiply(signs, oi_shares)
-    coef /= iv
-    coef *= INV_SQRT_2PI
+    np.divide(coef, iv, coef)
+    np.multiply(coef, _INV_SQRT_2PI, coef)
     return terms, coef, move * carry / sqrt_t
 
 

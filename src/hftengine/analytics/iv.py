@@ -404,16 +404,23 @@ def _unsolvable_status(
     OK where ``valid``, else invalid input, below intrinsic, above the upper bound or
     not converged, in that precedence (boolean assignments: no scalar ``np.where``)."""
     code = np.empty(p.shape[0], dtype=np.int8)
-    code.fill(IVStatus.NOT_CONVERGED)
-    code[p >= _ONE] = IVStatus.ABOVE_UPPER_BOUND
-    code[p <= _ZERO] = IVStatus.BELOW_INTRINSIC
+    code.fill(_NOT_CONVERGED)
+    code[p >= _ONE] = _ABOVE_UPPER_BOUND
+    code[p <= _ZERO] = _BELOW_INTRINSIC
     usable = np.isfinite(price)
     usable &= strikes > _ZERO
     usable &= strikes < _INF
     np.logical_not(usable, usable)
-    code[usable] = IVStatus.INVALID_INPUT
-    code[valid] = IVStatus.OK
+    code[usable] = _INVALID_INPUT
+    code[valid] = 0  # IVStatus.OK
     return code
+
+
+# Plain ints: assigning an IntEnum member to an array converts it every time.
+_NOT_CONVERGED: Final = int(IVStatus.NOT_CONVERGED)
+_ABOVE_UPPER_BOUND: Final = int(IVStatus.ABOVE_UPPER_BOUND)
+_BELOW_INTRINSIC: Final = int(IVStatus.BELOW_INTRINSIC)
+_INVALID_INPUT: Final = int(IVStatus.INVALID_INPUT)
 
 
 _MINUS_TWO: Final = np.array(-2.0)
