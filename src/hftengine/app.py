@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=8_000_000,
         producer_linger=0.005,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         web_enabled=web_enabled,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",

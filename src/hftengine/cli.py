@@ -173,6 +173,9 @@ def worker(
         create_topics(s.kafka_bootstrap, topic_specs(s))
         if web_port is not None:
             s = s.model_copy(update={"worker_web_port": web_port})
+        if embedded_broker:
+            # Tansu misreports end offsets of multi-record batches: one record per batch
+            s = s.model_copy(update={"producer_max_batch_bytes": 1})
         if datadir is None and embedded_broker:
             # memory-only broker: never reuse table state from an earlier broker run
             datadir = s.data_dir / "worker" / uuid.uuid4().hex[:8]
@@ -428,6 +431,8 @@ def demo(
             "HFT_DATA_DIR": str(s.data_dir),
             "HFT_API_PORT": str(api_port),
         }
+        if settings.kafka_bootstrap is None:  # embedded Tansu: one record per producer batch (see config)
+            env["HFT_PRODUCER_MAX_BATCH_BYTES"] = "1"
         exe = [sys.executable, "-m", "hftengine.cli"]
         worker_dir = s.data_dir / "worker" / uuid.uuid4().hex[:8]
         plan = [

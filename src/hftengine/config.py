@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     deadletter_topic: str = Field(
         default="deadletter", validation_alias=_env("HFT_DEADLETTER_TOPIC", "deadletter_topic")
     )
+    producer_max_batch_bytes: int = Field(
+        default=16384, ge=1, validation_alias=_env("HFT_PRODUCER_MAX_BATCH_BYTES", "producer_max_batch_bytes"),
+        description="Worker producer batch size. The embedded Tansu broker misreports a partition's end offset "
+        "when the last batch holds several records (table recovery would stop early), so the CLI sets 1 "
+        "(one record per batch) whenever it runs the embedded broker.",
+    )
     consumer_session_timeout_s: float = Field(
         default=6.0, gt=0, validation_alias=_env("HFT_SESSION_TIMEOUT", "consumer_session_timeout_s")
     )

@@ -76,11 +76,16 @@ def pipeline(
         "HFT_RAW_TOPIC": f"raw-{unique}",
         "HFT_ENRICHED_TOPIC": f"enriched-{unique}",
         "HFT_DEADLETTER_TOPIC": f"dead-{unique}",
+        "HFT_ANALYTICS_OI_TOPIC": f"a-oi-{unique}",
+        "HFT_ANALYTICS_LEVELS_TOPIC": f"a-levels-{unique}",
+        "HFT_ANALYTICS_PATTERNS_TOPIC": f"a-patterns-{unique}",
         "HFT_TOPIC_PARTITIONS": "2",
         "HFT_WORKER_WEB_PORT": str(free_port()),
         "HFT_DATA_DIR": str(tmp_path / "data"),
         "HFT_LOG_LEVEL": "INFO",
     }
+    if not os.environ.get("KAFKA_BOOTSTRAP"):  # the fixture's embedded Tansu
+        env["HFT_PRODUCER_MAX_BATCH_BYTES"] = "1"
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap, schema_registry_url=registry_url, database_url=migrated_dsn,
         app_id=env["HFT_APP_ID"], raw_topic=env["HFT_RAW_TOPIC"], enriched_topic=env["HFT_ENRICHED_TOPIC"],
