@@ -35,8 +35,9 @@ from hftengine.snapshot import LEG_FIELDS, ChainSnapshot
 MONDAY = datetime(2026, 11, 16, 9, 15, tzinfo=IST)  # NIFTY weekly expires Tue 17 Nov 2026
 
 
-def make_sim(seed: int = 7, underlyings: tuple[str, ...] = ("NIFTY", "RELIANCE"),
-             **kwargs: object) -> MarketSimulator:
+def make_sim(
+    seed: int = 7, underlyings: tuple[str, ...] = ("NIFTY", "RELIANCE"), **kwargs: object
+) -> MarketSimulator:
     kwargs.setdefault("start", MONDAY)
     kwargs.setdefault("strikes_per_side", 30)
     return MarketSimulator(seed, underlyings, **kwargs)  # type: ignore[arg-type]
@@ -51,13 +52,25 @@ def chain_of(batch: list[ChainSnapshot], underlying: str, expiry: date | None = 
 
 
 def same_snapshot(a: ChainSnapshot, b: ChainSnapshot) -> bool:
-    scalars = ("underlying", "underlying_security_id", "segment", "exchange", "expiry", "exchange_ts",
-               "received_ts", "spot", "lot_size", "oi_unit", "source")
+    scalars = (
+        "underlying",
+        "underlying_security_id",
+        "segment",
+        "exchange",
+        "expiry",
+        "exchange_ts",
+        "received_ts",
+        "spot",
+        "lot_size",
+        "oi_unit",
+        "source",
+    )
     if any(getattr(a, f) != getattr(b, f) for f in scalars) or not np.array_equal(a.strikes, b.strikes):
         return False
     return all(
         np.array_equal(getattr(getattr(a, side), name), getattr(getattr(b, side), name), equal_nan=True)
-        for side in ("ce", "pe") for name, _ in LEG_FIELDS
+        for side in ("ce", "pe")
+        for name, _ in LEG_FIELDS
     )
 
 
@@ -79,8 +92,16 @@ class FakePublisher:
         self.sent.append(snapshot)
         return True
 
-    def dead_letter(self, *, stage: str, error_type: str, reason: str, value: bytes | None = None,
-                    underlying: str | None = None, key: bytes | None = None) -> None:
+    def dead_letter(
+        self,
+        *,
+        stage: str,
+        error_type: str,
+        reason: str,
+        value: bytes | None = None,
+        underlying: str | None = None,
+        key: bytes | None = None,
+    ) -> None:
         self.dead.append(reason)
 
     def flush(self, timeout: float = 30.0) -> int:
@@ -134,7 +155,10 @@ def test_every_snapshot_is_valid_and_realistic() -> None:
             assert s.problems() == []
             inst = get_instrument(s.underlying)
             assert (s.underlying_security_id, s.segment, s.lot_size) == (
-                inst.security_id, inst.segment, inst.lot_size)
+                inst.security_id,
+                inst.segment,
+                inst.lot_size,
+            )
             assert s.oi_unit == "shares" and s.source == "simulator"
             assert np.all(np.diff(s.strikes) > 0)
             assert s.strikes[0] < s.spot < s.strikes[-1]
@@ -142,8 +166,14 @@ def test_every_snapshot_is_valid_and_realistic() -> None:
             assert abs(middle - s.spot) < 0.03 * s.spot  # grid centred near spot
             assert s.ce.present.all() and s.pe.present.all()
             for legs in (s.ce, s.pe):
-                for name in ("oi", "previous_oi", "volume", "previous_volume", "top_bid_quantity",
-                             "top_ask_quantity"):
+                for name in (
+                    "oi",
+                    "previous_oi",
+                    "volume",
+                    "previous_volume",
+                    "top_bid_quantity",
+                    "top_ask_quantity",
+                ):
                     assert (getattr(legs, name) % s.lot_size == 0).all(), name
                 assert (legs.top_ask_price > legs.top_bid_price).all()
                 assert (legs.top_ask_price > 0).all()
@@ -239,7 +269,8 @@ def test_start_is_normalised_to_a_session() -> None:
     assert make_sim(start=saturday).now == datetime(2026, 11, 23, 9, 15, tzinfo=IST)
     assert make_sim(start=datetime(2026, 11, 16, 7, 0, tzinfo=IST)).now == MONDAY
     assert make_sim(start=datetime(2026, 11, 16, 16, 0, tzinfo=IST)).now == datetime(
-        2026, 11, 17, 9, 15, tzinfo=IST)
+        2026, 11, 17, 9, 15, tzinfo=IST
+    )
     with pytest.raises(ValueError, match="timezone-aware"):
         make_sim(start=datetime(2026, 11, 16, 10, 0))
     default = MarketSimulator(1, ["SBIN"]).now.astimezone(IST)
@@ -307,8 +338,9 @@ def test_wall_shift_moves_the_call_wall() -> None:
 
 
 def test_demo_scenarios_run_valid() -> None:
-    sim = MarketSimulator.with_demo_scenarios(5, ["NIFTY", "SBIN"], start=MONDAY, strikes_per_side=15,
-                                              expiries_per_underlying=1)
+    sim = MarketSimulator.with_demo_scenarios(
+        5, ["NIFTY", "SBIN"], start=MONDAY, strikes_per_side=15, expiries_per_underlying=1
+    )
     kinds = {s.kind for s in sim.scenarios}
     assert kinds == {"oi_buildup", "wall_shift", "iv_spike", "block_trade"}
     assert max(s.at_step + s.steps for s in sim.scenarios) < 300
@@ -327,8 +359,9 @@ def test_scenarios_are_checked() -> None:
 def test_run_simulator_respects_steps_and_reports_stats() -> None:
     publisher = FakePublisher()
     calls: list[tuple[int, int]] = []
-    stats = run_simulator(make_sim(), publisher, rate=None, steps=5,
-                          progress=lambda t, s: calls.append((t, s)))
+    stats = run_simulator(
+        make_sim(), publisher, rate=None, steps=5, progress=lambda t, s: calls.append((t, s))
+    )
     assert isinstance(stats, SimulatorStats)
     assert (stats.ticks, stats.snapshots, stats.dead_lettered) == (5, 20, 0)
     assert stats.contracts == sum(s.n_contracts for s in publisher.sent) == 20 * 2 * 61
