@@ -264,6 +264,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per rate step")
     ap.add_argument("--rates", default=None, help="comma-separated offered contracts/s")
+    ap.add_argument("--no-stateful", action="store_true",
+                    help="workers without the stateful analytics agents (enrich + sink only)")
     args = ap.parse_args()
     seconds = args.seconds or (5.0 if args.quick else 20.0)
     rates = (
@@ -309,6 +311,7 @@ def main() -> None:
             "HFT_SINK_BATCH": "32",
             "HFT_SINK_WITHIN": "0.1",
             "HFT_LOG_LEVEL": "WARNING",
+            "HFT_STATEFUL_ENABLED": "0" if args.no_stateful else "1",
         }
         for w in range(args.workers):
             log = open(tmp / f"worker{w}.log", "ab")  # noqa: SIM115
@@ -340,7 +343,7 @@ def main() -> None:
             run_rate(pub, pool, 5_000, 8.0, obs)
             print(
                 f"\n3. Pipeline, {args.workers} worker process(es), {s.topic_partitions} partitions, "
-                f"{seconds:.0f}s per step"
+                f"stateful analytics {'off' if args.no_stateful else 'on'}, {seconds:.0f}s per step"
             )
             print(
                 f"   {'offered c/s':>12}{'stored c/s':>12}{'stored/sent':>12}{'p50 fresh s':>12}{'p99 fresh s':>12}"

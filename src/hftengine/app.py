@@ -56,7 +56,8 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     dead = app.topic(settings.deadletter_topic, partitions=1)
     enrich.register(app, ctx, raw, enriched, dead)
     sink.register(app, ctx, enriched, dead)
-    stateful.register(app, ctx, enriched, dead)
+    if settings.stateful_enabled:
+        stateful.register(app, ctx, enriched, dead)
     deadletter.register(app, ctx, dead)
 
     async def _close(app: faust.App, **kwargs: Any) -> None:

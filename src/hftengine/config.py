@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(
         default=0.2, gt=0, validation_alias=_env("HFT_SINK_WITHIN", "sink_batch_seconds")
     )
+    stateful_enabled: bool = Field(
+        default=True, validation_alias=_env("HFT_STATEFUL_ENABLED", "stateful_enabled"),
+        description="Run the stateful analytics agents (tables, analytics.* topics) in this app. Every worker "
+        "of one HFT_APP_ID must use the same value; a separate app id can run them on other workers.",
+    )
     sink_rollup_mode: Literal["inline", "deferred"] = Field(
         default="deferred", validation_alias=_env("HFT_SINK_ROLLUP_MODE", "sink_rollup_mode"),
         description="Plain PostgreSQL: 'deferred' writes raw rows only and a worker timer materializes "
