@@ -243,8 +243,8 @@ def feed_sim(
 
 @feed_app.command("dhan")
 def feed_dhan(
-    underlying: Annotated[list[str], typer.Option("--underlying", "-u", help="Symbol to poll (repeatable).")] = [
-        "NIFTY", "BANKNIFTY"],  # noqa: B006
+    underlying: Annotated[list[str] | None, typer.Option(
+        "--underlying", "-u", help="Symbol to poll (repeatable; default NIFTY and BANKNIFTY).")] = None,
     expiry: Annotated[list[str] | None, typer.Option("--expiry", "-e", help="Expiry YYYY-MM-DD (repeatable); "
                                                      "default: the next --n-expiries from Dhan's list.")] = None,
     n_expiries: Annotated[int, typer.Option(help="Expiries per underlying when --expiry is not given.")] = 2,
@@ -254,6 +254,7 @@ def feed_dhan(
     data_dir: DataDir = None,
 ) -> None:
     """Poll DhanHQ v2 option chains within the rate limit and publish them (DHAN_CLIENT_ID, DHAN_ACCESS_TOKEN)."""
+    underlying = underlying or ["NIFTY", "BANKNIFTY"]
     import asyncio
     from datetime import date
 

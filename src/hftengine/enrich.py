@@ -103,7 +103,7 @@ def enriched_record(
     }
 
 
-_ANALYTICS_DTYPES = {**{name: np.float64 for name in LEG_ANALYTICS}, "gex": np.float64, "buildup": np.int8}
+_ANALYTICS_DTYPES: dict[str, Any] = {**dict.fromkeys(LEG_ANALYTICS, np.float64), "gex": np.float64, "buildup": np.int8}
 
 
 def unpack_enriched(rec: dict[str, Any]) -> dict[str, Any]:

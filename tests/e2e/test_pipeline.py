@@ -45,7 +45,8 @@ def test_simulated_chains_reach_the_api_enriched(pipeline: Pipeline, tmp_path: P
     contracts = sum(s.n_contracts for s in snaps)
     assert pipeline.query("SELECT count(*) FROM option_quotes")[0][0] == contracts
 
-    last_nifty = max((s for s in snaps if s.underlying == "NIFTY"), key=lambda s: (s.exchange_ts, -s.expiry.toordinal()))
+    last_nifty = max((s for s in snaps if s.underlying == "NIFTY"),
+                     key=lambda s: (s.exchange_ts, -s.expiry.toordinal()))
     with UvicornThread(create_api(pipeline.settings)) as api:
         client = httpx.Client(base_url=api.url, timeout=10)
         unds = client.get("/v1/underlyings").json()

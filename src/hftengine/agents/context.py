@@ -44,7 +44,9 @@ class WorkerContext:
 
     @cached_property
     def dead_encoder(self) -> AvroSerializer:
-        return AvroSerializer(self.registry, subject_for(self.settings.deadletter_topic), load_schema_text("deadletter"))
+        return AvroSerializer(
+            self.registry, subject_for(self.settings.deadletter_topic), load_schema_text("deadletter")
+        )
 
     @cached_property
     def dead_decoder(self) -> AvroDeserializer:

@@ -150,7 +150,9 @@ class AvroDeserializer:
         try:
             record = fastavro.schemaless_reader(buf, writer, self._reader)
         except Exception as exc:
-            raise DecodeError("malformed_avro", f"datum does not decode with schema {schema_id}: {exc!r}", schema_id) from exc
+            raise DecodeError(
+                "malformed_avro", f"datum does not decode with schema {schema_id}: {exc!r}", schema_id
+            ) from exc
         if buf.tell() != len(data):
             raise DecodeError(
                 "malformed_avro",
