@@ -48,6 +48,10 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
         web_host="127.0.0.1",
         stream_wait_empty=False,
     )
+    if app.conf.broker_consumer[0].scheme == "kafka":
+        from hftengine.transport import transport_class
+
+        app.transport = transport_class(settings.consumer_fetch_max_wait_ms)(app.conf.broker_consumer, app)
     ctx = WorkerContext(settings)
     app_any: Any = app
     app_any.hft_context = ctx

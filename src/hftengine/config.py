@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         "when the last batch holds several records (table recovery would stop early), so the CLI sets 1 "
         "(one record per batch) whenever it runs the embedded broker.",
     )
+    consumer_fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=10_000,
+        validation_alias=_env("HFT_CONSUMER_FETCH_MAX_WAIT_MS", "consumer_fetch_max_wait_ms"),
+        description="How long a worker's fetch may wait for new data (faust-streaming hard-codes 1500 ms; "
+        "Tansu holds fetches for the whole wait, which cost ~1 s of freshness per hop).",
+    )
     consumer_session_timeout_s: float = Field(
         default=6.0, gt=0, validation_alias=_env("HFT_SESSION_TIMEOUT", "consumer_session_timeout_s")
     )
