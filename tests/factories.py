@@ -160,15 +160,9 @@ class RecordingPublisher:
         self.flushes = 0
 
     def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems:
-            self.dead_letter(
-                stage="feed",
-                error_type="invalid_chain",
-                reason="; ".join(problems),
-                underlying=snapshot.underlying,
-                key=snapshot.key,
-            )
+        from hftengine.feeds.publisher import reject_invalid
+
+        if reject_invalid(self, snapshot):
             return False
         self.published.append(snapshot)
         return True

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 import faust
 
 from hftengine.agents.context import WorkerContext
+from hftengine.agents.retry import retry_forever
 from hftengine.codec.avro import DecodeError
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,7 @@ def register(app: faust.App, ctx: WorkerContext, dead: Any) -> None:
                 rec["dlq_partition"] = event.message.partition
                 rec["dlq_offset"] = event.message.offset
                 letters.append(rec)
-            backoff = 0.5
-            while True:
-                try:
-                    await loop.run_in_executor(ctx.db_executor, ctx.store.write_dead_letters, letters)
-                    break
-                except Exception:
-                    log.exception("storing %d dead letters failed; retrying in %.1fs", len(letters), backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 15.0)
+            await retry_forever(
+                partial(loop.run_in_executor, ctx.db_executor, ctx.store.write_dead_letters, letters),
+                what=f"storing {len(letters)} dead letters",
+            )

@@ -17,10 +17,12 @@ import faust
 
 from hftengine.agents.context import WorkerContext
 from hftengine.agents.dlq import send_dead_letter
+from hftengine.agents.retry import retry_forever
 from hftengine.codec.avro import DecodeError
 from hftengine.enrich import unpack_enriched
 from hftengine.metrics import FRESHNESS, ROLLUP_SECONDS, SINK_CHAINS, SINK_RETRIES, SINK_ROWS, SINK_SECONDS
 from hftengine.storage.rollups import refresh_rollups
+from hftengine.storage.sink import SinkResult
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +47,21 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> No
                                            reason=f"enriched record does not unpack: {exc!r}")
             if not records:
                 continue
-            backoff = 0.5
-            while True:
+
+            def write(records: list[dict[str, Any]] = records) -> SinkResult:
                 started = time.perf_counter()
                 try:
-                    result = await loop.run_in_executor(ctx.db_executor, ctx.store.write, records)
-                    break
+                    result = ctx.store.write(records)
                 except Exception:
                     SINK_RETRIES.inc()
-                    log.exception("sink batch of %d chains failed; retrying in %.1fs", len(records), backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 15.0)
-            SINK_SECONDS.observe(time.perf_counter() - started)
+                    raise
+                SINK_SECONDS.observe(time.perf_counter() - started)
+                return result
+
+            result = await retry_forever(
+                lambda: loop.run_in_executor(ctx.db_executor, write),
+                what=f"sink batch of {len(records)} chains",
+            )
             SINK_CHAINS.labels("written").inc(result.chains_written)
             SINK_CHAINS.labels("duplicate").inc(result.chains_duplicate)
             SINK_ROWS.inc(result.quote_rows)

@@ -24,15 +24,16 @@ import asyncio
 import concurrent.futures
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import faust
 
 from hftengine.agents.context import WorkerContext
 from hftengine.agents.dlq import send_dead_letter
+from hftengine.agents.retry import retry_forever
 from hftengine.analytics.cumoi import from_micros
 from hftengine.analytics.levels import LevelsConfig
 from hftengine.analytics.patterns import PatternConfig, PatternEvent
@@ -208,9 +209,9 @@ class StatefulCodecs:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
 
-    @cached_property
+    @property
     def enriched(self) -> AvroDeserializer:
-        return AvroDeserializer(self.ctx.registry, load_schema_text("optionchain_enriched"))
+        return self.ctx.enriched_decoder  # one decoder (and schema cache) per worker
 
     @cached_property
     def analytics(self) -> AvroDeserializer:
@@ -264,17 +265,14 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> An
             if applied is None:
                 continue  # replay or duplicate: the state already holds it, its records were delivered
             out_key = str(rec["snapshot"]["underlying"]).encode()
-            backoff = 0.5
-            while True:
-                try:
-                    pending = [await topics[kind].send(key=out_key, value=codecs.encoders[kind].encode(r))
-                               for kind, r in applied.records]
-                    await asyncio.gather(*pending)  # delivered before the state advances
-                    break
-                except Exception:
-                    log.exception("publishing analytics of %s failed; retrying in %.1fs", key.decode(), backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+
+            async def publish(records: list[tuple[str, dict[str, Any]]] = applied.records,
+                              out_key: bytes = out_key) -> None:
+                pending = [await topics[kind].send(key=out_key, value=codecs.encoders[kind].encode(r))
+                           for kind, r in records]
+                await asyncio.gather(*pending)  # delivered before the state advances
+
+            await retry_forever(publish, what=f"publishing analytics of {key.decode()}", cap=10.0)
             table[key] = applied.state_bytes
 
     channel = app.topic(*(topic_for(s, kind) for kind in KINDS), partitions=s.topic_partitions)
@@ -294,7 +292,10 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> An
                 records.append((kind_of[event.message.topic], rec))
             if not records:
                 continue
-            await _write_with_retry(loop, executor, sink, records)
+            await retry_forever(
+                partial(loop.run_in_executor, executor, _store_analytics, sink, records),
+                what=f"storing {len(records)} analytics records",
+            )
 
     async def _close(app: faust.App, **kwargs: Any) -> None:
         def close() -> None:
@@ -309,15 +310,5 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> An
     return table
 
 
-async def _write_with_retry(loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor,
-                            sink: Any, records: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    backoff = 0.5
-    while True:
-        try:
-            await loop.run_in_executor(executor, lambda: sink().write(records))
-            return
-        except Exception:
-            log.exception("storing %d analytics records failed; retrying in %.1fs", len(records), backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 15.0)
-
+def _store_analytics(sink: Callable[[], AnalyticsSink], records: list[tuple[str, dict[str, Any]]]) -> Any:
+    return sink().write(records)

@@ -46,6 +46,15 @@ def dead_letter_record(
     }
 
 
+def reject_invalid(publisher: Publisher, snapshot: ChainSnapshot) -> bool:
+    """Dead-letter ``snapshot`` through ``publisher`` if it has problems; True when it was rejected."""
+    problems = snapshot.problems()
+    if problems:
+        publisher.dead_letter(stage="feed", error_type="invalid_chain", reason="; ".join(problems),
+                              underlying=snapshot.underlying, key=snapshot.key)
+    return bool(problems)
+
+
 class KafkaPublisher:
     """Idempotent confluent-kafka producer writing raw snapshots and dead letters."""
 
@@ -94,10 +103,7 @@ class KafkaPublisher:
         return self._raw.encode(snapshot.to_record())
 
     def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems:
-            self.dead_letter(stage="feed", error_type="invalid_chain", reason="; ".join(problems),
-                             underlying=snapshot.underlying, key=snapshot.key)
+        if reject_invalid(self, snapshot):
             return False
         self._produce(self.raw_topic, snapshot.key, self.encode(snapshot))
         self.sent += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from hftengine.enrich import analyze_snapshot, enriched_record, unpack_enriched
-from hftengine.feeds.publisher import dead_letter_record
+from hftengine.feeds.publisher import dead_letter_record, reject_invalid
 from hftengine.snapshot import ChainSnapshot
 from hftengine.storage.sink import PostgresChainStore
 
@@ -30,10 +30,7 @@ class DirectStorePublisher:
         self.quote_rows = 0
 
     def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems:
-            self.dead_letter(stage="feed", error_type="invalid_chain", reason="; ".join(problems),
-                             underlying=snapshot.underlying, key=snapshot.key)
+        if reject_invalid(self, snapshot):
             return False
         result = analyze_snapshot(snapshot, r=self.r, q=self.q)
         self._batch.append(unpack_enriched(enriched_record(snapshot, result, r=self.r, q=self.q)))
