@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(
         default=0.2, gt=0, validation_alias=_env("HFT_SINK_WITHIN", "sink_batch_seconds")
     )
+    stateful_batch_size: int = Field(
+        default=64, ge=1, validation_alias=_env("HFT_STATEFUL_BATCH", "stateful_batch_size"),
+        description="Enriched snapshots the stateful agent applies per batch: one broker round trip for the "
+        "analytics records of the whole batch, one table write per chain.",
+    )
+    stateful_batch_seconds: float = Field(
+        default=0.1, gt=0, validation_alias=_env("HFT_STATEFUL_WITHIN", "stateful_batch_seconds"),
+        description="Longest wait for a stateful batch to fill.",
+    )
     stateful_enabled: bool = Field(
         default=True, validation_alias=_env("HFT_STATEFUL_ENABLED", "stateful_enabled"),
         description="Run the stateful analytics agents (tables, analytics.* topics) in this app. Every worker "

@@ -1,18 +1,22 @@
 """``stateful``: enriched chains → RocksDB table → ``analytics.*`` topics; ``analytics-sink``: those → PostgreSQL.
 
-Per enriched snapshot the stateful agent reads the chain's state from the
-``analytics-chain-state`` table, applies the pure
-:func:`hftengine.analytics.state.update`, and then, in this order:
+The stateful agent takes the enriched snapshots in batches (``HFT_STATEFUL_BATCH``,
+``HFT_STATEFUL_WITHIN``).  For each snapshot it reads the chain's state (from the batch when
+an earlier snapshot of the batch already advanced it, else from the ``analytics-chain-state``
+table) and applies the pure :func:`hftengine.analytics.state.update`.  Then, for the whole batch:
 
-1. sends the analytics records (``analytics.oi``, ``analytics.levels``, one
-   ``analytics.patterns`` record per event) and **waits until the broker has them**;
-2. assigns ``table[key] = new_state`` (RocksDB + changelog);
-3. acknowledges the event (the ``events()`` iterator acks it when the next one is taken).
+1. sends every analytics record (``analytics.oi``, ``analytics.levels``, one
+   ``analytics.patterns`` record per event) and **waits until the broker has them all**;
+2. assigns ``table[key] = new_state`` once per chain, with the chain's last snapshot of the
+   batch as the current event (RocksDB + changelog, both partitioned by that event);
+3. acknowledges the batch's events (``take_events`` acks them when the next batch is taken).
 
-A crash before 2 replays the snapshot and re-sends the same records (duplicates on the
-topics, identical bytes; the database absorbs them by primary key).  A crash after 2 replays a
-snapshot whose time the state already holds: :func:`update` ignores it, and its records were
-delivered in step 1.  So nothing is lost and nothing is counted twice.
+A crash before 2 replays the batch and re-sends the same records (duplicates on the topics,
+identical bytes; the database absorbs them by primary key).  A crash during or after 2 replays
+snapshots whose time the written states already hold: :func:`update` ignores them, and their
+records were delivered in step 1; the chains not yet written are applied again.  So nothing is
+lost and nothing is counted twice.  One broker round trip per batch, not per snapshot, is what
+lets the agent keep up with the sink on the shared enriched-topic consumer.
 
 The analytics sink batches the three topics and writes rows idempotently
 (:mod:`hftengine.storage.analytics_sink`), acknowledging a batch only after it is committed.
@@ -53,7 +57,7 @@ from hftengine.codec.avro import AvroDeserializer, AvroSerializer, DecodeError, 
 from hftengine.codec.packed import pack
 from hftengine.config import Settings
 from hftengine.storage.analytics_sink import AnalyticsSink
-from hftengine.tables.chain_state import chain_state_table
+from hftengine.tables.chain_state import chain_state_table, event_context
 from hftengine.tables.codec import StateCodecError, decode_state, encode_state
 
 log = logging.getLogger(__name__)
@@ -183,23 +187,24 @@ def load_state(value: bytes | None, key: str) -> ChainState | None:
     return st
 
 
-def apply_enriched(value: bytes | None, rec: Mapping[str, Any], config: StateConfig,
-                   cache: dict[str, tuple[bytes, ChainState]] | None = None) -> Applied | None:
-    """Apply one decoded enriched record to the table value; ``None`` when it is a replay/duplicate.
-
-    ``cache`` (key → the bytes last written and their state) skips decoding a value this process
-    wrote itself; it is only trusted when the table still holds exactly those bytes.
-    """
-    obs = ChainObservation.from_enriched(rec)
-    hit = cache.get(obs.key) if cache is not None else None
-    state = hit[1] if hit is not None and value is not None and hit[0] == value else load_state(value, obs.key)
-    new, emits = update(state, obs, config)
+def advance(state: ChainState | None, rec: Mapping[str, Any],
+            config: StateConfig) -> tuple[ChainState, list[tuple[str, dict[str, Any]]]] | None:
+    """The new state and the records one decoded enriched record publishes; ``None`` when the
+    state already holds its time (a replay or duplicate)."""
+    new, emits = update(state, ChainObservation.from_enriched(rec), config)
     if emits is None or new is None:
         return None
-    applied = Applied(new, encode_state(new), emit_records(emits))
-    if cache is not None:
-        cache[obs.key] = (applied.state_bytes, new)
-    return applied
+    return new, emit_records(emits)
+
+
+def apply_enriched(value: bytes | None, rec: Mapping[str, Any], config: StateConfig) -> Applied | None:
+    """The agent's step for one snapshot on its own: table value in, :class:`Applied` out
+    (``None`` for a replay/duplicate)."""
+    snap = rec["snapshot"]
+    result = advance(load_state(value, chain_key(snap["underlying"], snap["expiry"])), rec, config)
+    if result is None:
+        return None
+    return Applied(result[0], encode_state(result[0]), result[1])
 
 
 # ------------------------------------------------------------------------------ codecs
@@ -235,7 +240,7 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> An
     topics = {kind: app.topic(topic_for(s, kind), partitions=s.topic_partitions) for kind in KINDS}
     kind_of = {topic_for(s, kind): kind for kind in KINDS}
     codecs = StatefulCodecs(ctx)
-    decoded: dict[str, tuple[bytes, ChainState]] = {}  # saves decoding the state this worker just wrote
+    decoded: dict[bytes, tuple[bytes, ChainState]] = {}  # saves decoding the state this worker just wrote
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hft-analytics-db")
     sinks: list[AnalyticsSink] = []
 
@@ -244,36 +249,57 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> An
             sinks.append(AnalyticsSink(s.database_dsn()))
         return sinks[0]
 
+    def stored_state(event: Any, key: bytes) -> ChainState | None:
+        """The table's state of ``key`` (the cached object when it is what this worker wrote)."""
+        with event_context(event):  # the store reads from the event's partition
+            value = table.get(key)
+        if value is None:
+            return None
+        hit = decoded.get(key)
+        return hit[1] if hit is not None and hit[0] == value else load_state(value, key.decode())
+
     @app.agent(enriched, name="hftengine.stateful")
     async def stateful_agent(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                _, rec = codecs.enriched.decode(message.value)
-            except DecodeError as exc:
-                await send_dead_letter(ctx, dead, message, stage="stateful", error_type=exc.error_type,
-                                       reason=exc.reason, schema_id=exc.schema_id)
+        async for events in stream.take_events(s.stateful_batch_size, within=s.stateful_batch_seconds):
+            advanced: dict[bytes, tuple[Any, ChainState]] = {}  # key → (its last event, new state)
+            outgoing: list[tuple[str, bytes, dict[str, Any]]] = []
+            for event in events:
+                message = event.message
+                try:
+                    _, rec = codecs.enriched.decode(message.value)
+                except DecodeError as exc:
+                    await send_dead_letter(ctx, dead, message, stage="stateful", error_type=exc.error_type,
+                                           reason=exc.reason, schema_id=exc.schema_id)
+                    continue
+                snap = rec["snapshot"]
+                key = chain_key(snap["underlying"], snap["expiry"]).encode()
+                try:
+                    state = advanced[key][1] if key in advanced else stored_state(event, key)
+                    result = advance(state, rec, config)
+                except Exception as exc:  # a kernel bug must not stop the partition; the state is kept
+                    log.exception("stateful analytics failed for %s", key.decode())
+                    await send_dead_letter(ctx, dead, message, stage="stateful", error_type="stateful_failed",
+                                           reason=repr(exc), underlying=snap["underlying"])
+                    continue
+                if result is None:
+                    continue  # replay or duplicate: the state already holds it, its records were delivered
+                advanced[key] = (event, result[0])
+                out_key = str(snap["underlying"]).encode()
+                outgoing.extend((kind, out_key, r) for kind, r in result[1])
+            if not advanced:
                 continue
-            key = chain_key(rec["snapshot"]["underlying"], rec["snapshot"]["expiry"]).encode()
-            try:
-                applied = apply_enriched(table.get(key), rec, config, decoded)
-            except Exception as exc:  # a kernel bug must not stop the partition; the state is kept
-                log.exception("stateful analytics failed for %s", key.decode())
-                await send_dead_letter(ctx, dead, message, stage="stateful", error_type="stateful_failed",
-                                       reason=repr(exc), underlying=rec["snapshot"]["underlying"])
-                continue
-            if applied is None:
-                continue  # replay or duplicate: the state already holds it, its records were delivered
-            out_key = str(rec["snapshot"]["underlying"]).encode()
 
-            async def publish(records: list[tuple[str, dict[str, Any]]] = applied.records,
-                              out_key: bytes = out_key) -> None:
+            async def publish(outgoing: list[tuple[str, bytes, dict[str, Any]]] = outgoing) -> None:
                 pending = [await topics[kind].send(key=out_key, value=codecs.encoders[kind].encode(r))
-                           for kind, r in records]
-                await asyncio.gather(*pending)  # delivered before the state advances
+                           for kind, out_key, r in outgoing]
+                await asyncio.gather(*pending)  # all delivered before any state advances
 
-            await retry_forever(publish, what=f"publishing analytics of {key.decode()}", cap=10.0)
-            table[key] = applied.state_bytes
+            await retry_forever(publish, what=f"publishing analytics of {len(advanced)} chains", cap=10.0)
+            for key, (event, new) in advanced.items():
+                data = encode_state(new)
+                decoded[key] = (data, new)
+                with event_context(event):  # RocksDB partition and changelog partition of that event
+                    table[key] = data
 
     channel = app.topic(*(topic_for(s, kind) for kind in KINDS), partitions=s.topic_partitions)
 

@@ -13,9 +13,13 @@ source topic, the table and its changelog alike.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from hftengine.config import Settings
 
@@ -37,3 +41,20 @@ def chain_state_table(app: faust.App, settings: Settings) -> Any:
         help="Stateful intraday analytics per (underlying, expiry): cumulative OI baselines, velocity "
              "windows, levels and pattern detectors (hftengine.analytics.state.ChainState).",
     )
+
+
+@contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Make ``event`` the current event of this task while the block runs.
+
+    Faust's RocksDB store and changelog pick the partition of a table read or write from the
+    current event (a task-local context variable that stream iteration sets).  An agent that
+    takes events in batches (``take_events``) reads and writes the table after the iteration
+    has moved on, so it names the event each key belongs to; only this task's context changes
+    (the stream's own buffering task keeps its own).
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
