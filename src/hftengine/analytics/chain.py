@@ -457,7 +457,7 @@ def analyze_chain(
                 move=cv.gex_move,
                 flip_range=cv.flip_range,
                 points=cv.flip_points,
-                check_strikes=False,  # a finite IV has a positive strike
+                trusted=True,  # IVs from the solver (NaN or > 0), OI cleaned (finite)
             )
         walls: tuple[float | None, float | None] = (None, None)
         if spot_ok:

@@ -23,7 +23,7 @@ _REFINE_POINTS = 11
 _MINUS_HALF = np.array(-0.5)
 _HALF = np.array(0.5)
 _ONE = np.array(1.0)
-_INV_SQRT_2PI = np.array(INV_SQRT_2PI)
+_ZERO = np.array(0.0)
 _EXP_FLOOR = np.array(float(EXP_FLOOR))
 
 
@@ -43,6 +43,31 @@ def _grid_factors(flip_range: float, points: int) -> FloatArray:
     return factors
 
 
+def _exponent_rows(c: FloatArray) -> FloatArray:
+    """The ``(len(c), 3)`` left factor ``[−c²/2, −1/2, c]`` of the profile exponent (see
+    :func:`_profile_terms`)."""
+    left = np.empty((c.shape[0], 3))
+    np.multiply(c, c, left[:, 0])
+    np.multiply(left[:, 0], _MINUS_HALF, left[:, 0])
+    left[:, 1] = -0.5
+    left[:, 2] = c
+    return left
+
+
+@functools.cache
+def _grid_exponent_rows(flip_range: float, points: int) -> tuple[FloatArray, FloatArray]:
+    """:func:`_exponent_rows` of the gamma-flip grid ``spot·factor`` (``c = ln factor``:
+    the profile is centred at the spot) and, shape ``(points − 1, R, 3)``, of the
+    :data:`_REFINE_POINTS` re-sampled levels of each grid cell (cached)."""
+    factors = _grid_factors(flip_range, points)
+    grid = _exponent_rows(np.log(factors))
+    sub = factors[:-1, None] + (factors[1:] - factors[:-1])[:, None] * _unit_grid(_REFINE_POINTS)
+    cells = _exponent_rows(np.log(sub.reshape(-1))).reshape(points - 1, _REFINE_POINTS, 3)
+    grid.setflags(write=False)
+    cells.setflags(write=False)
+    return grid, cells
+
+
 def gex_per_strike(
     gamma: npt.ArrayLike, oi_shares: npt.ArrayLike, spot: float, *, sign: float, move: float = 0.01
 ) -> FloatArray:
@@ -59,7 +84,8 @@ def gex_per_strike(
     return result
 
 
-#: ``((2, m) rows 1/w and offset, coefficients, scale)`` of the legs that contribute.
+#: ``((3, m) rows u², v², u·v + 1; (m,) coefficients; centre)`` of the legs that contribute
+#: (see :func:`_profile_terms`).
 _ProfileTerms = tuple[FloatArray, FloatArray, float]
 
 
@@ -70,62 +96,74 @@ def _profile_terms(
     signs: FloatArray,
     t: float,
     *,
+    center: float,
     forward_ratio: float,
     carry: float,
     move: float,
-    check_strikes: bool = True,
+    trusted: bool = False,
 ) -> _ProfileTerms | None:
-    """Per-leg constants of the re-priced profile: ``d1 = ln(S'·ratio)/w + (w/2 − ln K)/w``,
-    term ``sign·OI/σ·φ(d1)``; None when no leg contributes. ``check_strikes=False`` when
-    a finite IV implies a positive strike (IVs from the solver). Call under
-    ``np.errstate(all="ignore")``."""
-    use = np.isfinite(np.multiply(iv, oi_shares))
-    use &= iv > 0.0
-    use &= oi_shares != 0.0
-    if check_strikes:
-        use &= strikes > 0.0
+    """Per-leg constants of the re-priced profile; None when no leg contributes. Call
+    under ``np.errstate(all="ignore")``. ``trusted``: every IV is NaN or positive and every
+    OI finite (the solver's IVs, the chain's cleaned OI), so ``sign·OI/σ`` finite and
+    non-zero selects the legs (else: finite ``σ·OI``, ``σ > 0``, OI ≠ 0, ``K > 0``).
+
+    At a level ``S'`` with ``c = ln(S'/center)``, a leg's ``d1`` is ``u·c − v`` with
+    ``u = 1/w`` (``w = σ√t``) and ``v = ln(K/F₀)/w − w/2`` (``−d1`` at the centre, whose
+    forward is ``F₀ = center·forward_ratio``). Its GEX term
+    ``move·S'·carry/√t · sign·OI/σ · φ(d1)`` is ``coef·exp(−d1²/2 + c)`` with
+    ``coef = sign·OI/σ · move·center·carry/(√(2π)·√t)`` (``S' = center·e^c``), and the
+    exponent is the quadratic ``−u²·c²/2 − v²/2 + (u·v + 1)·c``: for every (level, leg)
+    one entry of the matrix product ``[−c²/2, −1/2, c] @ [u²; v²; u·v + 1]``, with no
+    elementwise squaring or scaling. Centring at the spot keeps ``c`` small (|c| ≤ 0.1
+    on the default grid), so the terms stay moderate: the exponent is accurate to
+    ~1e-14, better than ``ln S'/w + (w²/2 − ln K)/w``, which cancels two terms of ~``10/w``.
+    """
+    coef = np.multiply(signs, oi_shares)
+    np.divide(coef, iv, coef)
+    if trusted:
+        use = np.isfinite(coef)
+        use &= coef != _ZERO
+    else:
+        use = np.isfinite(np.multiply(iv, oi_shares))
+        use &= iv > _ZERO
+        use &= oi_shares != _ZERO
+        use &= strikes > _ZERO
     rows = use.nonzero()[0]
     m = rows.shape[0]
     if not m:
         return None
-    if m < iv.shape[0]:
-        strikes, iv, oi_shares, signs = strikes[rows], iv[rows], oi_shares[rows], signs[rows]
     sqrt_t = math.sqrt(t)
-    terms = np.empty((2, m))
-    inv_w, offset = terms
+    terms = np.empty((4, iv.shape[0]))  # u, v, u·v + 1, coef; u and v squared once taken
+    u, v, uv, scaled = terms
     w = np.multiply(iv, np.array(sqrt_t))
-    np.divide(_ONE, w, inv_w)
-    np.multiply(w, _HALF, offset)
-    np.multiply(offset, w, offset)
-    log_k = np.multiply(strikes, np.array(1.0 / forward_ratio))
-    np.log(log_k, log_k)
-    np.subtract(offset, log_k, offset)
-    np.multiply(offset, inv_w, offset)
-    coef = np.multiply(signs, oi_shares)
-    np.divide(coef, iv, coef)
-    np.multiply(coef, _INV_SQRT_2PI, coef)
-    return terms, coef, move * carry / sqrt_t
+    np.divide(_ONE, w, u)
+    np.multiply(strikes, np.array(1.0 / (center * forward_ratio)), v)
+    np.log(v, v)
+    np.multiply(v, u, v)
+    np.multiply(w, _HALF, w)
+    np.subtract(v, w, v)  # v = ln(K/F₀)/w − w/2
+    np.multiply(u, v, uv)
+    np.add(uv, _ONE, uv)
+    np.multiply(coef, np.array(move * center * carry * INV_SQRT_2PI / sqrt_t), scaled)
+    if m < iv.shape[0]:
+        terms = terms.take(rows, 1, None, "clip")  # C-ordered (terms[:, rows] is not)
+    np.multiply(terms[:2], terms[:2], terms[:2])  # u², v²
+    return terms[:3], terms[3], center
 
 
-def _profile_at(levels: FloatArray, terms: _ProfileTerms) -> FloatArray:
-    """``move·S'·carry/√t · Σ coef·φ(d1)`` at each level: two matrix products. Call under
-    ``np.errstate(all="ignore")``.
-
-    ``d1 = ln S'·(1/w) + offset`` for every (level, leg) is ``[ln S', 1] @ [1/w; offset]``:
-    each entry one rounded product plus an exact one, so the same value as the product
-    and sum done separately, at a third of the cost of a broadcast outer product.
-    """
-    rows, coef, scale = terms
-    left = np.empty((levels.shape[0], 2))
-    np.log(levels, left[:, 0])
-    left[:, 1] = 1.0
-    z = left @ rows  # d1
-    np.multiply(z, z, z)
-    np.multiply(z, _MINUS_HALF, z)
+def _profile_at(levels: FloatArray, terms: _ProfileTerms, left: FloatArray | None = None) -> FloatArray:
+    """``move·S'·carry/√t · Σ sign·OI/σ·φ(d1)`` at each level: two matrix products, one
+    ``exp`` and its floor (see :func:`_profile_terms`). ``left``: the exponent rows of ``levels`` when the
+    caller has them (cached for the gamma-flip grid). Call under ``np.errstate(all="ignore")``."""
+    right, coef, center = terms
+    if left is None:
+        c = np.multiply(levels, np.array(1.0 / center))
+        np.log(c, c)
+        left = _exponent_rows(c)
+    z = np.dot(left, right)  # −d1²/2 + c per (level, leg) (np.dot: less overhead than @)
     np.maximum(z, _EXP_FLOOR, out=z)  # avoid numpy's slow underflow path
     np.exp(z, z)
-    total: FloatArray = z @ coef
-    total *= levels * scale
+    total: FloatArray = np.dot(z, coef)
     return total
 
 
@@ -152,6 +190,9 @@ def gex_profile(
     s_grid = np.asarray(spots, dtype=np.float64)
     if not (t > 0.0 and math.isfinite(t)):
         return np.full(s_grid.shape, np.nan)
+    levels = s_grid.reshape(-1)
+    usable = levels[np.isfinite(levels) & (levels > 0.0)]
+    center = math.sqrt(float(usable.min()) * float(usable.max())) if usable.size else 1.0
     with np.errstate(all="ignore"):
         terms = _profile_terms(
             np.asarray(strikes, dtype=np.float64),
@@ -159,13 +200,14 @@ def gex_profile(
             np.asarray(oi_shares, dtype=np.float64),
             np.asarray(signs, dtype=np.float64),
             t,
+            center=center,
             forward_ratio=forward_ratio,
             carry=carry,
             move=move,
         )
         if terms is None:
             return np.zeros(s_grid.shape)
-        return _profile_at(s_grid.reshape(-1), terms).reshape(s_grid.shape)
+        return _profile_at(levels, terms).reshape(s_grid.shape)
 
 
 def _crossings(levels: list[float], values: list[float]) -> list[float]:
@@ -220,15 +262,28 @@ def zero_crossing(
         lv, vals = [lv[i] for i in keep], [vals[i] for i in keep]
     if len(vals) < 2:
         return None
-    roots = _crossings(lv, vals)
+    found = _nearest_root(lv, vals, near)
+    if found is None:
+        return None
+    root, cell = found
+    if refine is None:
+        return root
+    return _refined_root(root, lv[max(cell, 0)], lv[min(cell + 1, len(lv) - 1)], refine)
+
+
+def _nearest_root(levels: list[float], values: list[float], near: float) -> tuple[float, int] | None:
+    """The grid root nearest to ``near`` and the index of its cell (``bisect_right − 1``:
+    −1 or the last index when it lies on the grid's edge); None without a sign change."""
+    roots = _crossings(levels, values)
     if not roots:
         return None
     root = _nearest(roots, near)
-    if refine is None:
-        return root
-    cell = bisect.bisect_right(lv, root) - 1
-    lo = lv[max(cell, 0)]
-    hi = lv[min(cell + 1, len(lv) - 1)]
+    return root, bisect.bisect_right(levels, root) - 1
+
+
+def _refined_root(root: float, lo: float, hi: float, refine: Callable[[FloatArray], FloatArray]) -> float:
+    """The crossing nearest to ``root`` on the :data:`_REFINE_POINTS`-level re-sampling of
+    ``[lo, hi]`` (``root`` itself when the cell is empty or the re-sampling has none)."""
     if not hi > lo:
         return root
     sub = lo + (hi - lo) * _unit_grid(_REFINE_POINTS)
@@ -287,13 +342,15 @@ def _gamma_flip(
     move: float,
     flip_range: float,
     points: int,
-    check_strikes: bool = True,
+    trusted: bool = False,
 ) -> tuple[float | None, FloatArray, FloatArray]:
-    """:func:`gamma_flip` on float64 arrays, under the caller's ``errstate``."""
+    """:func:`gamma_flip` on float64 arrays, under the caller's ``errstate``; ``trusted``
+    as in :func:`_profile_terms`."""
     if not (spot > 0.0 and math.isfinite(spot)):
         empty = np.empty(0)
         return None, empty, empty
-    grid = spot * _grid_factors(float(flip_range), max(int(points), 2))
+    flip_range, points = float(flip_range), max(int(points), 2)
+    grid = spot * _grid_factors(flip_range, points)
     if not (t > 0.0 and math.isfinite(t)):
         return None, grid, np.full(grid.shape, np.nan)
     terms = _profile_terms(
@@ -302,15 +359,29 @@ def _gamma_flip(
         oi_shares,
         signs,
         t,
+        center=spot,
         forward_ratio=forward_ratio,
         carry=carry,
         move=move,
-        check_strikes=check_strikes,
+        trusted=trusted,
     )
     if terms is None:
         return None, grid, np.zeros(grid.shape)
-    profile = _profile_at(grid, terms)
-    flip = zero_crossing(grid, profile, spot, lambda levels: _profile_at(levels, terms))
+    left, cells = _grid_exponent_rows(flip_range, points)
+    profile = _profile_at(grid, terms, left)
+    vals: list[float] = profile.tolist()
+    if not all(map(math.isfinite, vals)):
+        return zero_crossing(grid, profile, spot, lambda levels: _profile_at(levels, terms)), grid, profile
+    # zero_crossing without NaN samples: its cells are the grid's, whose re-sampled levels
+    # have cached exponent rows.
+    lv: list[float] = grid.tolist()
+    found = _nearest_root(lv, vals, spot)
+    if found is None:
+        return None, grid, profile
+    root, cell = found
+    lo, hi = max(cell, 0), min(cell + 1, points - 1)
+    cell_left = cells[lo] if hi == lo + 1 else None
+    flip = _refined_root(root, lv[lo], lv[hi], lambda levels: _profile_at(levels, terms, cell_left))
     return flip, grid, profile
 
 

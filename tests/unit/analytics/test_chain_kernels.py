@@ -33,7 +33,7 @@ from hftengine.analytics import (
 )
 from hftengine.analytics import normalized_black as nb
 from hftengine.analytics.chain import LegQuotes, mid_price
-from hftengine.analytics.gex import wall_in
+from hftengine.analytics.gex import wall_in, zero_crossing
 from hftengine.analytics.iv import solve_implied_volatility, solve_single_expiry
 from hftengine.analytics.quality import leg_quality
 from hftengine.analytics.skew import atm_iv_sorted, risk_reversal_butterfly_sorted, wing_iv
@@ -309,6 +309,74 @@ def test_gex_profile_matches_the_outer_product_form() -> None:
     )
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-9 * np.abs(want).max())
     assert gex_profile(22_000.0, strikes, iv, oi, signs, t, forward_ratio=ratio, carry=carry).shape == ()
+
+
+def _previous_gex_profile(
+    levels: np.ndarray, strikes: np.ndarray, iv: np.ndarray, oi: np.ndarray, signs: np.ndarray, t: float, ratio: float
+) -> np.ndarray:
+    """The profile as computed before the centred quadratic form (carry 1, move 0.01):
+    ``d1 = ln S'·(1/w) + (w²/2 − ln(K/ratio))·(1/w)``, one product and sum per entry."""
+    use = (iv > 0) & (oi != 0) & np.isfinite(iv * oi)
+    w = iv[use] * math.sqrt(t)
+    inv_w = 1.0 / w
+    offset = (w * 0.5 * w - np.log(strikes[use] * (1.0 / ratio))) * inv_w
+    z = np.log(levels)[:, None] * inv_w + offset
+    phi = np.exp(np.maximum(-0.5 * z * z, -700.0))
+    coef = signs[use] * oi[use] / iv[use] / math.sqrt(2.0 * math.pi)
+    result: np.ndarray = (phi @ coef) * levels * (0.01 / math.sqrt(t))
+    return result
+
+
+def _long_double_gex_profile(
+    levels: np.ndarray, strikes: np.ndarray, iv: np.ndarray, oi: np.ndarray, signs: np.ndarray, t: float, ratio: float
+) -> np.ndarray:
+    """The profile in extended precision (carry 1, move 0.01)."""
+    ld = np.longdouble
+    use = (iv > 0) & (oi != 0) & np.isfinite(iv * oi)
+    w = iv[use].astype(ld) * np.sqrt(ld(t))
+    d1 = (np.log(np.multiply.outer(levels.astype(ld), ld(ratio) / strikes[use].astype(ld))) + w * w / 2) / w
+    coef = (signs[use] * oi[use] / iv[use]).astype(ld)
+    total = (np.exp(-d1 * d1 / 2) @ coef) * levels.astype(ld) * ld(0.01) / np.sqrt(ld(t) * 2 * ld(np.pi))
+    result: np.ndarray = total.astype(np.float64)
+    return result
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_gex_profile_agrees_with_the_previous_formula(seed: int) -> None:
+    # The centred quadratic form changes the last bits: within 1e-12 of the previous
+    # formula (relative, or of the profile's scale near its zeros), closer than it to an
+    # extended-precision evaluation, and the same gamma flip.
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 400))
+    strikes = rng.uniform(15_000.0, 30_000.0, m)
+    iv = rng.uniform(0.05, 1.0, m)
+    iv[rng.random(m) < 0.1] = np.nan
+    oi = rng.uniform(0.0, 1e7, m)
+    oi[rng.random(m) < 0.1] = 0.0
+    signs = np.where(rng.random(m) < 0.5, 1.0, -1.0)
+    t = float(rng.choice([1.0 / 365.0, 5.0 / 365.0, 0.1, 1.0]))
+    spot = 22_000.0 * rng.uniform(0.9, 1.1)
+    ratio = math.exp(0.065 * t)
+    flip, grid, profile = gamma_flip(spot, strikes, iv, oi, signs, t, forward_ratio=ratio, carry=1.0)
+    previous = _previous_gex_profile(grid, strikes, iv, oi, signs, t, ratio)
+    scale = np.abs(previous).max()
+    np.testing.assert_allclose(profile, previous, rtol=1e-12, atol=1e-12 * scale)
+    exact = _long_double_gex_profile(grid, strikes, iv, oi, signs, t, ratio)
+    assert np.abs(profile - exact).max() <= 3e-13 * scale
+    levels = grid[:-1] + 0.37 * np.diff(grid)  # off the grid: the uncached path
+    got = gex_profile(levels, strikes, iv, oi, signs, t, forward_ratio=ratio, carry=1.0)
+    np.testing.assert_allclose(
+        got, _previous_gex_profile(levels, strikes, iv, oi, signs, t, ratio), rtol=1e-12, atol=1e-12 * scale
+    )
+
+    def previous_at(levels: np.ndarray) -> np.ndarray:
+        return _previous_gex_profile(levels, strikes, iv, oi, signs, t, ratio)
+
+    previous_flip = zero_crossing(grid, previous, spot, previous_at)
+    if previous_flip is None:
+        assert flip is None
+    else:  # the flip interpolates the profile: the same to ~1e-12 relative
+        assert flip == pytest.approx(previous_flip, rel=1e-12)
 
 
 # ------------------------------------------------------------------ analyze_chain vs the public pieces
