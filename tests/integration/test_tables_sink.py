@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
 from hftengine.agents.stateful import apply_enriched, state_config
+from hftengine.codec.packed import unpack
 from hftengine.config import Settings
 from hftengine.enrich import analyze_snapshot, enriched_record
 from hftengine.feeds.instruments import IST
 from hftengine.feeds.simulator import MarketSimulator, block_trade
-from hftengine.storage.analytics_sink import AnalyticsSink, rows_for
+from hftengine.storage.analytics_sink import STRIKE_TABLES, AnalyticsSink, rows_for
 
 pytestmark = [pytest.mark.integration]
 TABLES = ("cumulative_oi", "velocity", "oi_totals", "levels", "pattern_events", "flow_events")
@@ -33,6 +36,45 @@ def records(steps: int) -> list[tuple[str, dict[str, Any]]]:
         assert applied is not None
         value = applied.state_bytes
         out.extend(applied.records)
+    return out
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _int(x: float) -> int | None:
+    return int(round(x)) if math.isfinite(x) else None
+
+
+def strike_rows(recs: list[tuple[str, dict[str, Any]]]) -> dict[str, set[tuple[Any, ...]]]:
+    """The documented per-strike rows, one leg at a time in plain Python (the reference for the
+    sink's vectorised COPY tuples)."""
+    out: dict[str, set[tuple[Any, ...]]] = {"cumulative_oi": set(), "velocity": set()}
+    for kind, rec in recs:
+        if kind != "oi":
+            continue
+        ts, und, exp = rec["ts"], rec["underlying"], rec["expiry"]
+        strikes = unpack(rec["strikes"], "<f8")
+        for side, tag in (("ce", "CE"), ("pe", "PE")):
+            leg = rec[side]
+            col = {name: unpack(leg[name], "<f8") for name in (
+                "oi", "oi_open", "change_open", "change_open_pct", "change_prev", "price_change_open")}
+            buildup = unpack(leg["buildup"], "|i1")
+            for i in np.flatnonzero(unpack(leg["present"], "|b1")).tolist():
+                if not math.isfinite(col["oi"][i]):
+                    continue
+                base = (ts, und, exp, float(strikes[i]), tag)
+                out["cumulative_oi"].add((*base, int(round(col["oi"][i])), _int(col["oi_open"][i]),
+                                          _int(col["change_open"][i]), _num(col["change_open_pct"][i]),
+                                          _num(col["price_change_open"][i]), max(int(buildup[i]), 0),
+                                          _int(col["change_prev"][i])))
+                for window, v in zip(rec["windows"], leg["velocity"], strict=True):
+                    values = [_num(unpack(v[name], "<f8")[i]) for name in (
+                        "oi_per_min", "premium_per_min", "oi_pct_per_min", "oi_accel", "premium_accel")]
+                    if window["span_s"] is None or (values[0] is None and values[1] is None):
+                        continue
+                    out["velocity"].add((*base, window["window_s"], *values, float(window["span_s"])))
     return out
 
 
@@ -57,7 +99,13 @@ def test_rows_are_written_once_however_often_records_arrive(migrated_dsn: str) -
     got = counts(migrated_dsn)
     assert got["oi_totals"] == 12
     assert got["cumulative_oi"] == 12 * 2 * 17  # every present leg of every snapshot
-    assert got["velocity"] == len(expected.tables["velocity"]) > 0
+    reference = strike_rows(recs)
+    assert got["velocity"] == len(reference["velocity"]) > 0
+    with psycopg.connect(migrated_dsn) as conn:
+        for table, columns in STRIKE_TABLES:
+            names = ", ".join(c.name for c in columns)
+            stored = {tuple(r) for r in conn.execute(f"SELECT {names} FROM {table}").fetchall()}  # noqa: S608
+            assert stored == reference[table], table
     assert got["flow_events"] == 1 and got["pattern_events"] >= 1  # the block trade
     with psycopg.connect(migrated_dsn) as conn:
         row = conn.execute(

@@ -1,8 +1,10 @@
 """The idempotent analytics sink: ``analytics.*`` records → PostgreSQL rows.
 
 Rows are a pure function of the decoded topic records (:func:`rows_for`), keyed by event time
-and identity, and written with ``INSERT ... ON CONFLICT DO NOTHING`` (``PostgresChainStore.write_rows``
-for the 0005 tables, :meth:`AnalyticsSink.write_totals` for ``oi_totals``).  A record delivered
+and identity.  Levels and events are written with ``INSERT ... ON CONFLICT DO NOTHING``
+(``PostgresChainStore.write_rows``); a snapshot's ``oi_totals`` row guards its per-strike rows,
+which are built as binary COPY tuples with numpy (no Python loop over strikes) and COPYed only
+when that row is new (:meth:`AnalyticsSink.write_snapshots`).  A record delivered
 twice, or a batch replayed after a crash, adds no rows.
 
 Tables (docs/analytics.md): ``cumulative_oi`` and ``velocity`` (one row per present leg per
@@ -17,13 +19,14 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 import psycopg
 
 from hftengine.codec.packed import unpack
+from hftengine.storage.pgcopy import HEADER, TRAILER, Column, encode_rows, pg_date, pg_timestamp
 from hftengine.storage.sink import PostgresChainStore
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,8 @@ _TOTALS_TYPES = (
     "timestamptz", "text", "date", "date", "timestamptz", "float8", "float8", "float8", "float8", "float8",
     "float8", "float8", "float8", "float8", "float8", "float8", "text", "int4", "text",
 )
-_TOTALS_INSERT = "INSERT INTO oi_totals ({cols}) SELECT * FROM unnest({params}) ON CONFLICT DO NOTHING".format(
+_TOTALS_INSERT = ("INSERT INTO oi_totals ({cols}) SELECT * FROM unnest({params}) ON CONFLICT DO NOTHING "
+                  "RETURNING underlying, expiry, ts").format(
     cols=", ".join(TOTALS_COLUMNS), params=", ".join(f"%s::{t}[]" for t in _TOTALS_TYPES))
 LEGS = (("ce", "CE"), ("pe", "PE"))
 
@@ -49,69 +53,109 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _int(x: float) -> int | None:
-    return int(round(x)) if math.isfinite(x) else None
+#: Per-strike tables written by binary COPY straight from an ``analytics_oi`` record's vectors.
+CUMULATIVE_OI_COLUMNS = (
+    Column("ts", "timestamptz"), Column("underlying", "text"), Column("expiry", "date"),
+    Column("strike", "float8"), Column("option_type", "text"), Column("oi", "int8"),
+    Column("oi_session_open", "int8", nullable=True), Column("oi_change", "int8", nullable=True),
+    Column("oi_change_pct", "float8", nullable=True), Column("price_change", "float8", nullable=True),
+    Column("buildup", "int2"), Column("oi_change_prev", "int8", nullable=True),
+)
+VELOCITY_COLUMNS = (
+    Column("ts", "timestamptz"), Column("underlying", "text"), Column("expiry", "date"),
+    Column("strike", "float8"), Column("option_type", "text"), Column("window_seconds", "int4"),
+    Column("oi_velocity", "float8", nullable=True), Column("price_velocity", "float8", nullable=True),
+    Column("oi_velocity_pct", "float8", nullable=True), Column("oi_acceleration", "float8", nullable=True),
+    Column("price_acceleration", "float8", nullable=True), Column("span_seconds", "float8"),
+)
+STRIKE_TABLES = (("cumulative_oi", CUMULATIVE_OI_COLUMNS), ("velocity", VELOCITY_COLUMNS))
+SnapshotKey = tuple[str, date, datetime]
+
+
+@dataclass
+class CopyRows:
+    """Binary COPY tuples (no header/trailer) of one table, and how many rows they hold."""
+
+    data: bytes
+    n: int
 
 
 @dataclass
 class AnalyticsRows:
-    """Rows per table for one batch of records."""
+    """Rows per table for one batch of records.
+
+    ``tables``: rows as mappings (levels, pattern and flow events; a few per snapshot).
+    ``totals``: one ``oi_totals`` tuple per chain snapshot (:data:`TOTALS_COLUMNS`), keyed by
+    ``(underlying, expiry, ts)``; ``strikes``: that snapshot's ``cumulative_oi`` and ``velocity``
+    rows as COPY tuples, written only when its totals row is new.
+    """
 
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    totals: list[tuple[Any, ...]] = field(default_factory=list)
+    totals: dict[SnapshotKey, tuple[Any, ...]] = field(default_factory=dict)
+    strikes: dict[SnapshotKey, dict[str, CopyRows]] = field(default_factory=dict)
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         self.tables.setdefault(table, []).append(row)
 
     def count(self) -> int:
-        return sum(len(r) for r in self.tables.values()) + len(self.totals)
+        """Distinct rows (a snapshot delivered twice counts once)."""
+        return (sum(len(r) for r in self.tables.values()) + len(self.totals)
+                + sum(c.n for tables in self.strikes.values() for c in tables.values()))
 
 
 def _oi_rows(rec: Mapping[str, Any], out: AnalyticsRows) -> None:
+    """``oi_totals``, ``cumulative_oi`` (one row per present leg with a finite OI) and ``velocity``
+    (those legs again, per window whose span is known, where the OI or premium rate is finite)."""
     ts, und, exp = rec["ts"], rec["underlying"], rec["expiry"]
+    key = (und, exp, ts)
+    if key in out.totals:
+        return
     strikes = unpack(rec["strikes"], "<f8")
-    windows = [w["window_s"] for w in rec["windows"]]
-    spans = [w["span_s"] for w in rec["windows"]]
+    common: dict[str, Any] = {"ts": pg_timestamp(ts), "underlying": str(und).encode(), "expiry": pg_date(exp)}
+    cum: list[bytes] = []
+    vel: list[bytes] = []
+    n_cum = n_vel = 0
     for side, tag in LEGS:
         leg = rec[side]
-        present = unpack(leg["present"], "|b1")
-        cols = {name: unpack(leg[name], "<f8") for name in (
-            "oi", "oi_open", "change_open", "change_open_pct", "change_prev", "price_change_open")}
-        buildup = unpack(leg["buildup"], "|i1")
-        vel = [{name: unpack(v[name], "<f8") for name in (
-            "oi_per_min", "oi_pct_per_min", "premium_per_min", "oi_accel", "premium_accel")} for v in leg["velocity"]]
-        for i in np.flatnonzero(present).tolist():
-            strike = float(strikes[i])
-            oi = cols["oi"][i]
-            if not math.isfinite(oi):
+        oi = unpack(leg["oi"], "<f8")
+        rows = np.flatnonzero(unpack(leg["present"], "|b1") & np.isfinite(oi))
+        if not rows.size:
+            continue
+        per_leg: dict[str, Any] = {**common, "strike": strikes[rows], "option_type": tag.encode()}
+        cum.append(encode_rows(CUMULATIVE_OI_COLUMNS, {
+            **per_leg, "oi": np.rint(oi[rows]), "oi_session_open": np.rint(unpack(leg["oi_open"], "<f8")[rows]),
+            "oi_change": np.rint(unpack(leg["change_open"], "<f8")[rows]),
+            "oi_change_pct": unpack(leg["change_open_pct"], "<f8")[rows],
+            "price_change": unpack(leg["price_change_open"], "<f8")[rows],
+            "buildup": np.maximum(unpack(leg["buildup"], "|i1")[rows], 0),
+            "oi_change_prev": np.rint(unpack(leg["change_prev"], "<f8")[rows]),
+        }, rows.size))
+        n_cum += rows.size
+        for window, v in zip(rec["windows"], leg["velocity"], strict=True):
+            if window["span_s"] is None:
                 continue
-            out.add("cumulative_oi", {
-                "ts": ts, "underlying": und, "expiry": exp, "strike": strike, "option_type": tag,
-                "oi": int(round(oi)), "oi_session_open": _int(cols["oi_open"][i]),
-                "oi_change": _int(cols["change_open"][i]), "oi_change_pct": _num(cols["change_open_pct"][i]),
-                "price_change": _num(cols["price_change_open"][i]), "buildup": max(int(buildup[i]), 0),
-                "oi_change_prev": _int(cols["change_prev"][i]),
-            })
-            for w, span, v in zip(windows, spans, vel, strict=True):
-                if span is None:
-                    continue
-                values = {k: _num(a[i]) for k, a in v.items()}
-                if values["oi_per_min"] is None and values["premium_per_min"] is None:
-                    continue
-                out.add("velocity", {
-                    "ts": ts, "underlying": und, "expiry": exp, "strike": strike, "option_type": tag,
-                    "window_seconds": int(w), "oi_velocity": values["oi_per_min"],
-                    "price_velocity": values["premium_per_min"], "oi_velocity_pct": values["oi_pct_per_min"],
-                    "oi_acceleration": values["oi_accel"], "price_acceleration": values["premium_accel"],
-                    "span_seconds": float(span),
-                })
+            oi_rate = unpack(v["oi_per_min"], "<f8")[rows]
+            premium_rate = unpack(v["premium_per_min"], "<f8")[rows]
+            keep = np.flatnonzero(np.isfinite(oi_rate) | np.isfinite(premium_rate))
+            if not keep.size:
+                continue
+            vel.append(encode_rows(VELOCITY_COLUMNS, {
+                **per_leg, "strike": per_leg["strike"][keep], "window_seconds": int(window["window_s"]),
+                "oi_velocity": oi_rate[keep], "price_velocity": premium_rate[keep],
+                "oi_velocity_pct": unpack(v["oi_pct_per_min"], "<f8")[rows][keep],
+                "oi_acceleration": unpack(v["oi_accel"], "<f8")[rows][keep],
+                "price_acceleration": unpack(v["premium_accel"], "<f8")[rows][keep],
+                "span_seconds": float(window["span_s"]),
+            }, keep.size))
+            n_vel += keep.size
+    out.strikes[key] = {"cumulative_oi": CopyRows(b"".join(cum), n_cum), "velocity": CopyRows(b"".join(vel), n_vel)}
     t = rec["totals"]
-    out.totals.append((
+    out.totals[key] = (
         ts, und, exp, rec["session"], rec["session_open_ts"], float(rec["spot"]), t["ce_oi"], t["pe_oi"],
         t["ce_oi_open"], t["pe_oi_open"], t["ce_change_open"], t["pe_change_open"], _num(t["ce_change_prev"]),
         _num(t["pe_change_prev"]), _num(t["pcr_oi"]), _num(t["pcr_change_open"]), rec["oi_unit"],
         int(rec["lot_size"]), rec["analytics_version"],
-    ))
+    )
 
 
 def _level_rows(rec: Mapping[str, Any], out: AnalyticsRows) -> None:
@@ -171,50 +215,54 @@ class AnalyticsWriteResult:
 
 
 class AnalyticsSink:
-    """Writes :class:`AnalyticsRows` idempotently (one connection for ``write_rows``, one for totals)."""
+    """Writes :class:`AnalyticsRows` idempotently, through one :class:`PostgresChainStore` connection.
+
+    Per-strike rows are guarded like ``option_quotes``: in one transaction the snapshots'
+    ``oi_totals`` rows are inserted with ``ON CONFLICT DO NOTHING RETURNING`` the keys that are
+    new, and only those snapshots' ``cumulative_oi``/``velocity`` rows are COPYed, straight into
+    the tables (no staging table, no per-row conflict check).  A concurrent writer of the same
+    snapshot waits on the totals row's key and then finds it taken.
+    """
 
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
         self.store = PostgresChainStore(dsn)
-        self._conn: psycopg.Connection[Any] | None = None
-        self._days: set[date] = set()
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn, autocommit=False)
-        return self._conn
 
     def close(self) -> None:
         self.store.close()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     def write(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> AnalyticsWriteResult:
         rows = rows_for(records)
         written = 0
-        for table in ("cumulative_oi", "velocity", "levels", "pattern_events", "flow_events"):
+        for table in ("levels", "pattern_events", "flow_events"):
             if rows.tables.get(table):
                 written += self.store.write_rows(table, rows.tables[table])
-        written += self.write_totals(rows.totals)
+        written += self.write_snapshots(rows)
         return AnalyticsWriteResult(rows.count(), written)
 
-    def write_totals(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        if not rows:
+    def write_snapshots(self, rows: AnalyticsRows) -> int:
+        """``oi_totals`` and, for the snapshots new to it, their per-strike rows (one transaction)."""
+        if not rows.totals:
             return 0
-        days = {r[0].astimezone(UTC).date() for r in rows}
-        conn = self._connection()
-        try:
+        totals = list(rows.totals.values())
+        days = {ts.astimezone(UTC).date() for _, _, ts in rows.totals}
+
+        def run(conn: psycopg.Connection[Any]) -> int:
             with conn.transaction(), conn.cursor() as cur:
-                missing = sorted(days - self._days)
-                if missing:
-                    lo = datetime.combine(missing[0], datetime.min.time(), UTC)
-                    hi = datetime.combine(missing[-1], datetime.min.time(), UTC) + timedelta(days=1)
-                    cur.execute("SELECT hft_ensure_partitions(%s, %s)", (lo, hi))
-                cur.execute(_TOTALS_INSERT, [list(col) for col in zip(*rows, strict=True)])
-                n = max(cur.rowcount, 0)
-        except Exception:
-            self.close()
-            raise
-        self._days |= days
-        return n
+                cur.execute(_TOTALS_INSERT, [list(col) for col in zip(*totals, strict=True)])
+                new = [(u, e, ts) for u, e, ts in cur.fetchall()]
+                written = len(new)
+                for table, columns in STRIKE_TABLES:
+                    parts = [rows.strikes[key][table] for key in new]
+                    if not any(p.n for p in parts):
+                        continue
+                    names = ", ".join(c.name for c in columns)
+                    with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:  # noqa: S608
+                        copy.write(HEADER)
+                        for part in parts:
+                            copy.write(part.data)
+                        copy.write(TRAILER)
+                    written += sum(p.n for p in parts)
+                return written
+
+        result: int = self.store.retrying_missing_partition(run, days)
+        return result

@@ -246,7 +246,7 @@ class PostgresChainStore:
                     log.info("created partitions %s", ", ".join(str(r[0]) for r in created))
         self._days_ready.update(day + timedelta(days=i) for day in missing for i in range(self._days_ahead + 1))
 
-    def _retrying_missing_partition(self, run: Any, days: set[date]) -> Any:
+    def retrying_missing_partition(self, run: Any, days: set[date]) -> Any:
         """Run ``run(conn)``; if a partition was dropped behind our back (retention), recreate it once."""
         conn = self._connection()
         try:
@@ -275,7 +275,7 @@ class PostgresChainStore:
             s = rec["snapshot"]
             unique.setdefault((s["underlying"], s["expiry"], s["exchange_ts"]), rec)
         days = {ts.astimezone(UTC).date() for _, _, ts in unique}
-        new_keys, quote_rows = self._retrying_missing_partition(lambda conn: self._write_chains(conn, unique), days)
+        new_keys, quote_rows = self.retrying_missing_partition(lambda conn: self._write_chains(conn, unique), days)
         written = len(new_keys)
         return SinkResult(len(records), written, len(records) - written, quote_rows)
 
@@ -413,7 +413,7 @@ class PostgresChainStore:
                     t=sql.Identifier(table), c=cols, s=stage))
                 return max(cur.rowcount, 0)
 
-        result: int = self._retrying_missing_partition(run, days)
+        result: int = self.retrying_missing_partition(run, days)
         return result
 
     def _columns_of(self, conn: psycopg.Connection[Any], table: str) -> dict[str, tuple[str, int]]:
