@@ -57,9 +57,20 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def chain_pool(n_strikes_side: int = 100) -> list[ChainSnapshot]:
-    sim = MarketSimulator(seed=3, strikes_per_side=n_strikes_side, expiries_per_underlying=2)
-    return sim.step()
+def chain_pool(n_strikes_side: int = 100, underlyings: int = 9) -> list[ChainSnapshot]:
+    """Two expiries of ``underlyings`` underlyings, about 400 contracts a chain.
+
+    The simulator knows 9 underlyings; beyond that they are repeated under numbered names
+    (``NIFTY2``, ...).  The raw and enriched topics are keyed by underlying, so with only 9 keys
+    on 4 partitions one worker gets about two thirds of the load; the listed market has about
+    190 underlyings, which spread evenly.
+    """
+    base = MarketSimulator(seed=3, strikes_per_side=n_strikes_side, expiries_per_underlying=2).step()
+    copies = -(-underlyings // 9)
+    pool = [snap if k == 0 else replace(snap, underlying=f"{snap.underlying}{k + 1}")
+            for k in range(copies) for snap in base]
+    names = list(dict.fromkeys(s.underlying for s in pool))[:underlyings]
+    return [s for s in pool if s.underlying in set(names)]
 
 
 # ------------------------------------------------------------------ 1. layouts
@@ -264,6 +275,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per rate step")
     ap.add_argument("--rates", default=None, help="comma-separated offered contracts/s")
+    ap.add_argument("--underlyings", type=int, default=90,
+                    help="distinct underlyings (partition keys) in the offered load; the market has ~190")
     ap.add_argument("--no-stateful", action="store_true",
                     help="workers without the stateful analytics agents (enrich + sink only)")
     args = ap.parse_args()
@@ -275,9 +288,10 @@ def main() -> None:
     )
 
     print(f"pipeline benchmark on {os.cpu_count()} cores; python {sys.version.split()[0]}")
-    pool = chain_pool()
+    pool = chain_pool(underlyings=args.underlyings)
     print(
-        f"chain pool: {len(pool)} chains, {sum(s.n_contracts for s in pool)} contracts "
+        f"chain pool: {len({s.underlying for s in pool})} underlyings, {len(pool)} chains, "
+        f"{sum(s.n_contracts for s in pool)} contracts "
         f"(avg {statistics.mean(s.n_contracts for s in pool):.0f}/chain)"
     )
     layout_comparison(max(pool, key=lambda s: s.n_contracts))
