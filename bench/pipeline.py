@@ -61,13 +61,14 @@ def chain_pool(n_strikes_side: int = 100, underlyings: int = 9) -> list[ChainSna
     """Two expiries of ``underlyings`` underlyings, about 400 contracts a chain.
 
     The simulator knows 9 underlyings; beyond that they are repeated under numbered names
-    (``NIFTY2``, ...).  The raw and enriched topics are keyed by underlying, so with only 9 keys
-    on 4 partitions one worker gets about two thirds of the load; the listed market has about
-    190 underlyings, which spread evenly.
+    (``NIFTY2``, ... with security ids offset by a million).  The raw and enriched topics are
+    keyed by underlying, so with only 9 keys on 4 partitions one worker gets about two thirds of
+    the load; the listed market has about 190 underlyings, which spread evenly.
     """
     base = MarketSimulator(seed=3, strikes_per_side=n_strikes_side, expiries_per_underlying=2).step()
     copies = -(-underlyings // 9)
-    pool = [snap if k == 0 else replace(snap, underlying=f"{snap.underlying}{k + 1}")
+    pool = [snap if k == 0 else replace(snap, underlying=f"{snap.underlying}{k + 1}",
+                                        underlying_security_id=snap.underlying_security_id + 1_000_000 * k)
             for k in range(copies) for snap in base]
     names = list(dict.fromkeys(s.underlying for s in pool))[:underlyings]
     return [s for s in pool if s.underlying in set(names)]

@@ -411,12 +411,11 @@ def analyze_chain(
         live = np.isfinite(counts)
         live &= present
         counts = np.where(live, counts, _zeros(counts.shape))
-        oi_live, prev_oi_live, vol_live = counts
+        oi_live, prev_oi_live, _ = counts
+        oi_vol = counts[::2]  # OI and volume rows
         if shares_per_unit != 1.0:
-            oi_shares = oi_live * shares_per_unit
-            vol_shares = vol_live * shares_per_unit
-        else:
-            oi_shares, vol_shares = oi_live, vol_live
+            oi_vol = oi_vol * shares_per_unit
+        oi_shares, vol_shares = oi_vol
 
         # GEX per leg: sign · Γ · OI_shares · S² · move (0 where there is no OI).
         signs = _leg_values(n, cv.gex_call_sign, cv.gex_put_sign)
@@ -496,8 +495,7 @@ def analyze_chain(
         traded = vol_shares > _ZERO
         traded &= flow_live
         score, fflags, premium = _flow_scores(
-            vol_shares,
-            oi_shares,
+            oi_vol,
             px,
             flow_live,
             traded,

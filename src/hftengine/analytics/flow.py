@@ -15,6 +15,7 @@ Per leg (both sides of the chain together form the population):
 
 from __future__ import annotations
 
+import functools
 import math
 from enum import IntFlag
 
@@ -59,24 +60,23 @@ def robust_zscore(values: FloatArray, mask: NDArray[np.bool_]) -> FloatArray:
 
 
 def _robust_z_pair(samples: FloatArray) -> FloatArray:
-    """:func:`_robust_z` of both rows of a ``(2, m)`` array with one sort."""
+    """:func:`_robust_z` of both rows of a ``(2, m)`` array with one sort (and the six
+    order statistics in one gather)."""
     m = samples.shape[1]
     if m < 4:
         return np.zeros((2, m))
-    lo, mid, hi = m // 4, m // 2, (3 * m) // 4
     ordered = np.sort(samples, axis=1)
+    (q1, med, q3), (q1_t, med_t, q3_t) = ordered.take((m // 4, m // 2, (3 * m) // 4), 1).tolist()
     z = np.empty((2, m))
-    for i in (0, 1):
-        sample, row = samples[i], z[i]
-        q1, med, q3 = ordered.item(i, lo), ordered.item(i, mid), ordered.item(i, hi)
-        scale = (q3 - q1) / _IQR_TO_SIGMA
+    for sample, row, lo, mid, hi in ((samples[0], z[0], q1, med, q3), (samples[1], z[1], q1_t, med_t, q3_t)):
+        scale = (hi - lo) / _IQR_TO_SIGMA
         if not scale > 0.0:
             row[:] = _robust_z(sample)
             continue
-        np.subtract(sample, med, row)
+        np.subtract(sample, mid, row)
         np.divide(row, scale, row)
-        if not math.isfinite(med):  # finite: (v − med) is exactly 0 where v == med already
-            row[sample == med] = 0.0
+        if not math.isfinite(mid):  # finite: (v − med) is exactly 0 where v == med already
+            row[sample == mid] = 0.0
     return z
 
 
@@ -97,12 +97,20 @@ def flow_scores(
     live = np.asarray(present, dtype=np.bool_) & np.isfinite(vol) & np.isfinite(px)
     with np.errstate(all="ignore"):
         traded = live & (vol > 0.0) & (px > 0.0)
-        return _flow_scores(vol, oi, px, live, traded, zscore, min_premium, volume_oi_ratio)
+        return _flow_scores(np.stack((oi, vol)), px, live, traded, zscore, min_premium, volume_oi_ratio)
+
+
+@functools.lru_cache(maxsize=16)
+def _base_values(n: int) -> tuple[FloatArray, FloatArray]:
+    """Read-only ``(zeros, NaNs)`` of length ``n``: the live-without-volume and missing scores."""
+    zeros, nans = np.zeros(n), np.full(n, np.nan)
+    zeros.setflags(write=False)
+    nans.setflags(write=False)
+    return zeros, nans
 
 
 def _flow_scores(
-    vol: FloatArray,
-    oi: FloatArray,
+    oi_vol: FloatArray,
     px: FloatArray,
     live: NDArray[np.bool_],
     traded: NDArray[np.bool_],
@@ -110,27 +118,24 @@ def _flow_scores(
     min_premium: float,
     volume_oi_ratio: float,
 ) -> tuple[FloatArray, NDArray[np.uint8], FloatArray]:
-    """:func:`flow_scores` on float64 arrays, ``live`` = present with finite volume and
-    price, ``traded`` = live with volume > 0 and price > 0; call under
-    ``np.errstate(all="ignore")``. Only the rows that traded are scored: premium and
-    turnover side by side in a ``(2, m)`` array, one log and one sort for both."""
+    """:func:`flow_scores` on float64 arrays, ``oi_vol`` the ``(2, N)`` rows OI and volume
+    (in shares), ``live`` = present with finite volume and price, ``traded`` = live with
+    volume > 0 and price > 0; call under ``np.errstate(all="ignore")``. Only the rows that
+    traded are scored: OI and volume taken in one gather, premium and turnover side by
+    side in a ``(2, m)`` array, one log and one sort for both."""
     rows = traded.nonzero()[0]
     m = rows.shape[0]
-    base = np.empty(live.shape[0])  # live legs without volume score 0, missing legs NaN
-    base.fill(np.nan)
-    base[live] = 0.0
-    score = base.copy()
-    premium = base
-    flags = np.zeros(vol.shape, dtype=np.uint8)
+    premium = np.where(live, *_base_values(live.shape[0]))  # live legs without volume 0, missing NaN
+    score = premium.copy()
+    flags = np.zeros(live.shape[0], dtype=np.uint8)
     if not m:
         return score, flags, premium
-    v = vol[rows]
+    o, v = oi_vol.take(rows, 1, None, "clip")
     prem_turn = np.empty((2, m))
     prem, turn = prem_turn
-    np.multiply(v, px[rows], prem)  # P = volume·price
-    o = oi[rows]
+    np.multiply(v, px.take(rows), prem)  # P = volume·price
     np.divide(v, o, turn)  # R = volume/OI, inf without OI
-    has_oi = o > 0.0
+    has_oi = o > _ZERO
     if np.count_nonzero(has_oi) != m:
         turn[~has_oi] = np.inf
     logs = np.log1p(prem_turn)
@@ -153,3 +158,6 @@ def _flow_scores(
         bits |= large.view(np.uint8)  # LARGE_PREMIUM | VOLUME_OI
         flags[rows] = bits
     return score, flags, premium
+
+
+_ZERO = np.array(0.0)
