@@ -70,7 +70,7 @@ def buildup_codes(
     price, OI, previous OI (``bands``/``floors`` = ``(price_band, oi_band)``/``(price_tick,
     oi_min)``), one contiguous row at a time (cheaper than strided 2-d operations at
     chain sizes). Call under ``np.errstate(all="ignore")``."""
-    price, prev_price, oi, prev_oi = block
+    price, prev_price, oi, prev_oi = block[0], block[1], block[2], block[3]
     falls = []
     moved = None
     for now, before, scale, floor in ((price, prev_price, bands[0], floors[0]), (oi, prev_oi, bands[1], floors[1])):

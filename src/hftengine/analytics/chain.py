@@ -220,7 +220,7 @@ def _max_pain_sorted(k: FloatArray, c: FloatArray, p: FloatArray, p_total: float
     """:func:`max_pain` for ascending strikes and finite OI (the O(N) core); ``p_total``
     is ``p.sum()`` when the caller has it. Both prefix sums in one ``accumulate``."""
     sums = np.empty((2, k.shape[0]))
-    both, both_k = sums
+    both, both_k = sums[0], sums[1]
     np.add(c, p, both)
     np.multiply(both, k, both_k)
     np.add.accumulate(sums, axis=1, out=sums)  # Σ(C+P)_{≤j}, Σ((C+P)·K)_{≤j}
@@ -367,7 +367,8 @@ def analyze_chain(
         columns = np.concatenate((order, order + n))
         legs, present = legs[:, columns], present[columns]
         increasing = np.count_nonzero(k[1:] > k[:-1]) == n - 1  # else duplicate strikes
-    bid, ask, last, _, oi, prev_oi, volume = legs
+    # Rows by index: unpacking an ndarray ends its iteration with a formatted IndexError (~1 µs).
+    bid, ask, last, oi, prev_oi, volume = legs[_BID], legs[_ASK], legs[_LAST], legs[_OI], legs[_PREV_OI], legs[_VOLUME]
     spot = float(spot)
     t = float(t)
     spot_ok = math.isfinite(spot) and spot > 0.0
@@ -411,11 +412,11 @@ def analyze_chain(
         live = np.isfinite(counts)
         live &= present
         counts = np.where(live, counts, _zeros(counts.shape))
-        oi_live, prev_oi_live, _ = counts
+        oi_live, prev_oi_live = counts[0], counts[1]
         oi_vol = counts[::2]  # OI and volume rows
         if shares_per_unit != 1.0:
             oi_vol = oi_vol * shares_per_unit
-        oi_shares, vol_shares = oi_vol
+        oi_shares, vol_shares = oi_vol[0], oi_vol[1]
 
         # GEX per leg: sign · Γ · OI_shares · S² · move (0 where there is no OI).
         signs = _leg_values(n, cv.gex_call_sign, cv.gex_put_sign)

@@ -130,9 +130,10 @@ def _flow_scores(
     flags = np.zeros(live.shape[0], dtype=np.uint8)
     if not m:
         return score, flags, premium
-    o, v = oi_vol.take(rows, 1, None, "clip")
+    taken = oi_vol.take(rows, 1, None, "clip")
+    o, v = taken[0], taken[1]  # not `= taken`: unpacking ends with a formatted IndexError
     prem_turn = np.empty((2, m))
-    prem, turn = prem_turn
+    prem, turn = prem_turn[0], prem_turn[1]
     np.multiply(v, px.take(rows), prem)  # P = volume·price
     np.divide(v, o, turn)  # R = volume/OI, inf without OI
     has_oi = o > _ZERO
@@ -151,7 +152,7 @@ def _flow_scores(
     premium[rows] = prem
     hit = z >= zscore
     if np.count_nonzero(hit):
-        large, unusual = hit
+        large, unusual = hit[0], hit[1]
         large &= prem >= min_premium
         unusual &= turn >= volume_oi_ratio
         bits = np.left_shift(unusual.view(np.uint8), 1)

@@ -134,7 +134,7 @@ def _profile_terms(
         return None
     sqrt_t = math.sqrt(t)
     terms = np.empty((4, iv.shape[0]))  # u, v, u·v + 1, coef; u and v squared once taken
-    u, v, uv, scaled = terms
+    u, v, uv, scaled = terms[0], terms[1], terms[2], terms[3]  # not `= terms` (formatted IndexError)
     w = np.multiply(iv, np.array(sqrt_t))
     np.divide(_ONE, w, u)
     np.multiply(strikes, np.array(1.0 / (center * forward_ratio)), v)

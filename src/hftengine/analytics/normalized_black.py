@@ -584,7 +584,7 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     sub(fu, cell, fu)  # wu
     mul(cell, _K_NV, cell)
     out = np.empty((4, m))  # s, Φ(d1), Φ(d2), φ(d1)
-    s, n1, n2, phi = out
+    s, n1, n2, phi = out[0], out[1], out[2], out[3]  # not `= out`: ends with a formatted IndexError
     n12 = out[1:3]
     np.floor(fv, s)
     sub(fv, s, fv)  # wv
@@ -600,7 +600,7 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     mul(s, rho, s)  # s0, NaN outside the table
     # One Householder step (see householder_step); both Φ in one call.
     d12 = np.empty((2, m))
-    d1, d2 = d12
+    d1, d2 = d12[0], d12[1]
     inv_s = div(_K_ONE, s)
     xs = mul(a, inv_s)
     mul(s, _K_HALF, d1)
