@@ -17,7 +17,9 @@ an OI change only beyond ``max(oi_band·previous_oi, oi_min)``.
 
 from __future__ import annotations
 
+import functools
 from enum import IntEnum
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +56,8 @@ def classify_buildup(
         np.asarray(present, dtype=np.bool_),
     )
     shape = live.shape
-    block = np.stack([v.reshape(-1) for v in values])
+    price_, prev_price_, oi_, prev_oi_ = (v.reshape(-1) for v in values)
+    block = np.stack([price_, oi_, prev_price_, prev_oi_])
     with np.errstate(all="ignore"):
         code = buildup_codes(block, live.reshape(-1), (price_band, oi_band), (price_tick, oi_min))
     return code.reshape(shape)
@@ -66,40 +69,72 @@ def buildup_codes(
     bands: tuple[float, float],
     floors: tuple[float, float],
 ) -> NDArray[np.int8]:
-    """:func:`classify_buildup` on a ``(4, n)`` float64 block of rows price, previous
-    price, OI, previous OI (``bands``/``floors`` = ``(price_band, oi_band)``/``(price_tick,
-    oi_min)``), one contiguous row at a time (cheaper than strided 2-d operations at
-    chain sizes). Call under ``np.errstate(all="ignore")``."""
-    price, prev_price, oi, prev_oi = block[0], block[1], block[2], block[3]
-    falls = []
-    moved = None
-    for now, before, scale, floor in ((price, prev_price, bands[0], floors[0]), (oi, prev_oi, bands[1], floors[1])):
-        change = np.subtract(now, before)
-        band = np.abs(before)
-        np.multiply(band, np.array(scale), band)
-        np.maximum(band, np.array(floor), out=band)
-        up = change > band
-        np.negative(band, band)
-        down = change < band
-        up |= down  # moved beyond the dead-band
-        moved = up if moved is None else np.logical_and(moved, up, moved)
-        falls.append(down.view(np.int8))
-    # code = 1 + (price down) + 2·(OI down) on the four quadrants, 0 inside a band
-    code = np.left_shift(falls[1], 1)
-    code |= falls[0]
-    code += 1
-    code *= moved
-    usable = price > _ZERO
-    usable &= prev_price > _ZERO
-    usable &= present
+    """:func:`classify_buildup` on a ``(4, n)`` float64 block of rows price, OI, previous
+    price, previous OI (``bands``/``floors`` = ``(price_band, oi_band)``/``(price_tick,
+    oi_min)``). Call under ``np.errstate(all="ignore")``.
+
+    Price and OI are compared side by side as the contiguous ``(2, n)`` halves of the
+    block; each leg's two moves (0 none, 1 up, 2 down) become the two bytes of one
+    ``uint16`` (a transposed copy viewed as 16-bit), mapped to the code by one table
+    lookup; unusable legs become ``NO_DATA`` in one ``np.where``.
+    """
+    n = block.shape[1]
+    now, before = block[:2], block[2:]
+    change = np.subtract(now, before)
+    band = np.abs(before)
+    scale, floor, no_data = _constants(n, bands, floors)
+    np.multiply(band, scale, band)
+    np.maximum(band, floor, out=band)  # max(band·|before|, floor)
+    moves = np.greater(change, band).view(np.uint8)  # up
+    np.negative(band, band)
+    down = np.less(change, band).view(np.uint8)
+    moves += down
+    moves += down  # 0 unchanged, 1 up, 2 down, 3 both (a negative band: down, as before)
+    packed = moves.T.copy().view(np.uint16)  # price move | OI move << 8, shape (n, 1)
+    code = _CODES.take(packed.reshape(n))
+    price, prev_price = block[0], block[2]
+    usable = np.minimum(price, prev_price) > _ZERO  # both prices positive (NaN: not)
     total = np.add(price, prev_price)  # price + previous price + OI + previous OI
-    total += oi
-    total += prev_oi
+    total += block[1]
+    total += block[3]
     usable &= np.isfinite(total)
-    np.logical_not(usable, usable)
-    code[usable] = BuildUp.NO_DATA
-    result: NDArray[np.int8] = code
+    usable &= present
+    result: NDArray[np.int8] = np.where(usable, code, no_data)
     return result
 
 
-_ZERO = np.array(0.0)
+def _code(price_move: int, oi_move: int) -> int:
+    """The code of one leg from its price and OI moves (0 none, 1 up, 2 down, 3 both: down)."""
+    if not (price_move and oi_move):
+        return int(BuildUp.NEUTRAL)
+    return 1 + (price_move >= 2) + 2 * (oi_move >= 2)
+
+
+def _code_table() -> NDArray[np.int8]:
+    """Code by the ``uint16`` whose two bytes are the price move and the OI move."""
+    table = np.zeros(1 << 16, dtype=np.int8)
+    for price_move in range(4):
+        for oi_move in range(4):
+            index = np.frombuffer(bytes((price_move, oi_move)), dtype=np.uint16)[0]
+            table[index] = _code(price_move, oi_move)
+    return table
+
+
+_CODES: Final = _code_table()
+_CODES.setflags(write=False)
+_ZERO: Final = np.array(0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(
+    n: int, bands: tuple[float, float], floors: tuple[float, float]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int8]]:
+    """Read-only ``(2, n)`` rows of the relative bands and of the floors (price, OI), and
+    ``n`` ``NO_DATA`` codes: full arrays, not ``(2, 1)`` columns or scalars, which numpy
+    broadcasts several times slower."""
+    scale = np.repeat(np.array(bands, dtype=np.float64)[:, None], n, axis=1)
+    floor = np.repeat(np.array(floors, dtype=np.float64)[:, None], n, axis=1)
+    no_data = np.full(n, BuildUp.NO_DATA, dtype=np.int8)
+    for arr in (scale, floor, no_data):
+        arr.setflags(write=False)
+    return scale, floor, no_data

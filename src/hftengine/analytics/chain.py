@@ -27,9 +27,9 @@ from hftengine.analytics.black76 import parity_forward
 from hftengine.analytics.buildup import buildup_codes
 from hftengine.analytics.conventions import DEFAULT_CONVENTIONS, Conventions, OiUnit
 from hftengine.analytics.flow import _flow_scores
-from hftengine.analytics.gex import _gamma_flip, wall_in
+from hftengine.analytics.gex import _gamma_flip
 from hftengine.analytics.iv import IVStatus, _solve_single_expiry
-from hftengine.analytics.normalized_black import FloatArray
+from hftengine.analytics.normalized_black import FloatArray, _count_nonzero
 from hftengine.analytics.quality import chain_flags, quality_bits, quality_features
 from hftengine.analytics.skew import atm_iv, atm_iv_sorted, risk_reversal_butterfly_sorted
 
@@ -252,11 +252,9 @@ def _mid_price(
         px = np.add(bid, ask)
         np.multiply(px, _HALF, px)
         px = np.where(quoted, px, last)
-    unusable = px > _ZERO
-    unusable &= present
-    np.logical_not(unusable, unusable)
-    px[unusable] = np.nan
-    return px
+    usable = px > _ZERO
+    usable &= present
+    return np.where(usable, px, _nans(px.shape[0]))
 
 
 _ZERO: Final = np.array(0.0)
@@ -271,9 +269,9 @@ def _as_float(values: Any, n: int) -> FloatArray:
 
 
 #: Rows of the ``(7, 2N)`` leg matrix (calls in columns ``[0, N)``, puts in ``[N, 2N)``),
-#: ordered so that rows used together are slices: last/previous last/OI/previous OI
-#: (the build-up block), OI/previous OI/volume (open-interest statistics).
-_BID, _ASK, _LAST, _PREV_LAST, _OI, _PREV_OI, _VOLUME = range(7)
+#: ordered so that rows used together are slices: last/OI/previous last/previous OI
+#: (the build-up block), OI to volume (open-interest statistics).
+_BID, _ASK, _LAST, _OI, _PREV_LAST, _PREV_OI, _VOLUME = range(7)
 
 
 def _leg_matrix(calls: LegQuotes, puts: LegQuotes, n: int) -> FloatArray:
@@ -285,10 +283,10 @@ def _leg_matrix(calls: LegQuotes, puts: LegQuotes, n: int) -> FloatArray:
         puts.ask,
         calls.last_price,
         puts.last_price,
-        calls.prev_close if calls.prev_last_price is None else calls.prev_last_price,
-        puts.prev_close if puts.prev_last_price is None else puts.prev_last_price,
         calls.oi,
         puts.oi,
+        calls.prev_close if calls.prev_last_price is None else calls.prev_last_price,
+        puts.prev_close if puts.prev_last_price is None else puts.prev_last_price,
         calls.prev_oi,
         puts.prev_oi,
         calls.volume,
@@ -310,6 +308,14 @@ def _zeros(shape: tuple[int, ...]) -> FloatArray:
     zeros = np.zeros(shape)
     zeros.setflags(write=False)
     return zeros
+
+
+@functools.lru_cache(maxsize=16)
+def _nans(n: int) -> FloatArray:
+    """A read-only array of ``n`` NaNs (cached)."""
+    nans = np.full(n, np.nan)
+    nans.setflags(write=False)
+    return nans
 
 
 @functools.lru_cache(maxsize=32)
@@ -360,13 +366,13 @@ def analyze_chain(
         present = present.astype(np.bool_)
     legs = _leg_matrix(calls, puts, n)
     order: NDArray[np.intp] | None = None
-    increasing = n < 2 or np.count_nonzero(k[1:] > k[:-1]) == n - 1
+    increasing = n < 2 or _count_nonzero(k[1:] > k[:-1]) == n - 1
     if not increasing:
         order = np.argsort(k, kind="stable")
         k = k[order]
         columns = np.concatenate((order, order + n))
         legs, present = legs[:, columns], present[columns]
-        increasing = np.count_nonzero(k[1:] > k[:-1]) == n - 1  # else duplicate strikes
+        increasing = _count_nonzero(k[1:] > k[:-1]) == n - 1  # else duplicate strikes
     # Rows by index: unpacking an ndarray ends its iteration with a formatted IndexError (~1 µs).
     bid, ask, last, oi, prev_oi, volume = legs[_BID], legs[_ASK], legs[_LAST], legs[_OI], legs[_PREV_OI], legs[_VOLUME]
     spot = float(spot)
@@ -408,12 +414,12 @@ def analyze_chain(
             res[4] *= cv.vega_per
 
         # OI / volume in shares; missing legs hold nothing.
-        counts = legs[_OI : _VOLUME + 1]
+        counts = legs[_OI : _VOLUME + 1]  # OI, previous last price (not a count: unused), previous OI, volume
         live = np.isfinite(counts)
         live &= present
         counts = np.where(live, counts, _zeros(counts.shape))
-        oi_live, prev_oi_live = counts[0], counts[1]
-        oi_vol = counts[::2]  # OI and volume rows
+        oi_live, prev_oi_live = counts[0], counts[2]
+        oi_vol = counts[::3]  # OI and volume rows
         if shares_per_unit != 1.0:
             oi_vol = oi_vol * shares_per_unit
         oi_shares, vol_shares = oi_vol[0], oi_vol[1]
@@ -423,26 +429,12 @@ def analyze_chain(
         if spot_ok:
             gex_legs = np.multiply(signs, spot_gamma)
             gex_legs *= oi_shares
-            gex_legs *= spot * spot * cv.gex_move
+            np.multiply(gex_legs, np.array(spot * spot * cv.gex_move), gex_legs)
             gex_legs[oi_shares == _ZERO] = 0.0
         else:
             gex_legs = np.full(2 * n, np.nan)
         gex_call, gex_put = gex_legs[:n], gex_legs[n:]
-        total_gex = float(gex_legs.sum()) if n else math.nan
-        all_finite = math.isfinite(total_gex)  # a NaN or ±inf leg makes the sum non-finite
-        if all_finite:
-            gex = gex_call + gex_put
-        else:  # Σ over the finite legs; per strike NaN counts as 0 unless both legs are NaN
-            finite_rows = np.isfinite(gex_legs).nonzero()[0]
-            total_gex = float(gex_legs[finite_rows].sum()) if finite_rows.shape[0] else math.nan
-            nan_legs = np.isnan(gex_legs)
-            zeroed = gex_legs.copy()
-            zeroed[nan_legs] = 0.0
-            gex = zeroed[:n] + zeroed[n:]
-            both_nan = nan_legs[:n] & nan_legs[n:]
-            if np.count_nonzero(both_nan):
-                gex[both_nan] = np.nan
-
+        gex, total_gex, exposure = _gex_totals(gex_legs, n)
         flip, grid, profile = (None, np.empty(0), np.empty(0))
         if spot_ok and t_ok and n:
             flip, grid, profile = _gamma_flip(
@@ -463,13 +455,10 @@ def analyze_chain(
         if spot_ok:
             above = int(k.searchsorted(spot, "left"))  # strikes >= spot
             below = int(k.searchsorted(spot, "right"))  # strikes <= spot
-            walls = (
-                wall_in(k, gex_call, above, n, finite=all_finite),
-                wall_in(k, gex_put, 0, below, finite=all_finite),
-            )
+            walls = (_wall(k, exposure[above:n], above), _wall(k, exposure[n : n + below], 0))
 
         # Open-interest statistics (need no model): per-leg sums in one reduction.
-        (oi_c, oi_p), _, (vol_c, vol_p) = np.add.reduce(counts.reshape(3, 2, n), axis=2).tolist()
+        (oi_c, oi_p), _, _, (vol_c, vol_p) = np.add.reduce(counts.reshape(4, 2, n), axis=2).tolist()
         doi_c, doi_p = np.add.reduce(np.subtract(oi_live, prev_oi_live).reshape(2, n), axis=1).tolist()
         pain = _max_pain_sorted(k, oi_live[:n], oi_live[n:], oi_p) if n else math.nan
 
@@ -486,7 +475,7 @@ def analyze_chain(
 
         # Build-up, flow, quality.
         buildup = buildup_codes(
-            legs[_LAST : _PREV_OI + 1],
+            legs[_LAST : _PREV_OI + 1],  # last, OI, previous last, previous OI
             present,
             (cv.buildup_price_band, cv.buildup_oi_band),
             (cv.buildup_price_tick, cv.buildup_oi_min),
@@ -584,6 +573,43 @@ def analyze_chain(
     if order is not None:
         result = _unsort(result, order, n)
     return result
+
+
+def _gex_totals(gex_legs: FloatArray, n: int) -> tuple[FloatArray, float, FloatArray]:
+    """Per-strike GEX (call + put: NaN counts as 0 unless both legs are NaN), the total
+    (Σ over the finite legs, NaN if none) and the exposure ``|GEX|`` per leg with
+    non-finite legs as 0 (the walls' score, see :func:`~hftengine.analytics.gex.wall_in`).
+    Legs without a volatility are NaN: the common case is NaN but no ±inf."""
+    if not n:
+        return np.empty(0), math.nan, np.empty(0)
+    nan_legs = np.isnan(gex_legs)
+    if not _count_nonzero(nan_legs):
+        total = float(np.add.reduce(gex_legs))
+        if math.isfinite(total):  # a ±inf leg makes the sum non-finite
+            return np.add(gex_legs[:n], gex_legs[n:]), total, np.abs(gex_legs)
+    finite = np.isfinite(gex_legs)
+    rows = finite.nonzero()[0]
+    total = float(np.add.reduce(gex_legs.take(rows))) if rows.shape[0] else math.nan  # compacted: the same sum
+    zeroed = np.where(nan_legs, _zeros(nan_legs.shape), gex_legs)
+    gex = np.add(zeroed[:n], zeroed[n:])
+    both_nan = np.logical_and(nan_legs[:n], nan_legs[n:])
+    if _count_nonzero(both_nan):
+        gex[both_nan] = np.nan
+    exposure = np.abs(zeroed)
+    if rows.shape[0] + _count_nonzero(nan_legs) != 2 * n:  # ±inf legs: no exposure either
+        exposure = np.where(finite, exposure, _zeros(finite.shape))
+    return gex, total, exposure
+
+
+def _wall(strikes: FloatArray, exposure: FloatArray, start: int) -> float | None:
+    """:func:`~hftengine.analytics.gex.wall_in` on the exposure of its candidates
+    ``strikes[start:start + len(exposure)]`` (finite, ≥ 0)."""
+    if not exposure.shape[0]:
+        return None
+    best = int(exposure.argmax())
+    if not exposure[best] > 0.0:
+        return None
+    return float(strikes[start + best])
 
 
 def _unsort(result: ChainResult, order: NDArray[np.intp], n: int) -> ChainResult:

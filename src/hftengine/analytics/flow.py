@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
 
-from hftengine.analytics.normalized_black import FloatArray
+from hftengine.analytics.normalized_black import FloatArray, _count_nonzero
 
 _IQR_TO_SIGMA = 1.349
 
@@ -137,11 +137,11 @@ def _flow_scores(
     np.multiply(v, px.take(rows), prem)  # P = volume·price
     np.divide(v, o, turn)  # R = volume/OI, inf without OI
     has_oi = o > _ZERO
-    if np.count_nonzero(has_oi) != m:
+    if _count_nonzero(has_oi) != m:
         turn[~has_oi] = np.inf
     logs = np.log1p(prem_turn)
     finite_turn = np.isfinite(turn)
-    if np.count_nonzero(finite_turn) == m:
+    if _count_nonzero(finite_turn) == m:
         z = _robust_z_pair(logs)
     else:  # turnover without OI: +inf, the others scored among themselves
         z = np.empty((2, m))
@@ -151,7 +151,7 @@ def _flow_scores(
     score[rows] = np.fmax(z[0], z[1])
     premium[rows] = prem
     hit = z >= zscore
-    if np.count_nonzero(hit):
+    if _count_nonzero(hit):
         large, unusual = hit[0], hit[1]
         large &= prem >= min_premium
         unusual &= turn >= volume_oi_ratio

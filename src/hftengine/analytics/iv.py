@@ -34,6 +34,7 @@ from hftengine.analytics.greeks import Greeks, assemble_greeks
 from hftengine.analytics.normalized_black import (
     FloatArray,
     Scratch,
+    _count_nonzero,
     _solve_total_vol_small,
     cached_scratch,
     solve_total_vol,
@@ -379,7 +380,7 @@ def _solve_single_expiry(
         s_v, _, _, ok = _solve_total_vol_small(a[rows], p[rows])
         solved[:, rows] = s_v.base  # s, Φ(d1), Φ(d2), φ(d1)
         s, n12, phi = solved[0], solved[1:3], solved[3]
-    if np.count_nonzero(ok) != count:
+    if _count_nonzero(ok) != count:
         failed = rows[~ok] if count < n else (~ok).nonzero()[0]
         s[failed] = _NAN
         n12[:, failed] = _NAN

@@ -14,7 +14,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from hftengine.analytics.normalized_black import FloatArray
+from hftengine.analytics.normalized_black import FloatArray, _count_nonzero
 
 #: Every chain-level flag name, in the order they are reported.
 CHAIN_FLAGS: Final = (
@@ -140,10 +140,10 @@ def chain_flags(
         flags.extend(name for bit, name in _BIT_FLAGS if any_bits & bit)
     traded = volume > 0.0  # comparisons with NaN are False, no warning
     traded &= present
-    if np.count_nonzero(traded):
+    if _count_nonzero(traded):
         changed = oi != prev_oi
         changed &= present
-        if not np.count_nonzero(changed):
+        if not _count_nonzero(changed):
             flags.append("stale_oi")
     if forward_missing:
         flags.append("no_forward")

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
 
-from hftengine.analytics.normalized_black import FloatArray
+from hftengine.analytics.normalized_black import FloatArray, _count_nonzero
 
 
 def smile_iv(strikes: FloatArray, call_iv: FloatArray, put_iv: FloatArray, forward: float) -> FloatArray:
@@ -145,8 +145,8 @@ def _wing_iv_monotone(delta: FloatArray, iv: FloatArray, target: float, *, finit
         delta, iv = delta[rows], iv[rows]
     if (
         count < 1
-        or np.count_nonzero(delta[1:] < delta[:-1]) != count - 1
-        or (not finite_delta and np.count_nonzero(np.isfinite(delta)) != count)
+        or _count_nonzero(delta[1:] < delta[:-1]) != count - 1
+        or (not finite_delta and _count_nonzero(np.isfinite(delta)) != count)
     ):
         return wing_iv(delta, iv, target)
     # In ascending delta order (index count − 1 … 0) np.interp brackets the target with
