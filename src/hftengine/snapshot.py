@@ -199,15 +199,19 @@ class ChainSnapshot:
             if out and any(s.startswith(side + ".") for s in out):
                 continue
             present = legs.present
-            for name in PRICE_FIELDS:
-                arr = getattr(legs, name)[present]
-                bad = ~np.isfinite(arr) | (arr < 0)
-                if bad.any():
-                    idx = np.flatnonzero(present)[bad][:3]
-                    strikes = ", ".join(f"{self.strikes[i]:g}" for i in idx)
-                    out.append(f"{side}.{name} is NaN/inf or negative at strike(s) {strikes}")
-            for name in COUNT_FIELDS:
-                arr = getattr(legs, name)[present]
-                if (arr < 0).any():
-                    out.append(f"{side}.{name} is negative")
+            with np.errstate(invalid="ignore"):  # one pass over all price fields: NaN compares False
+                prices = np.array([getattr(legs, name) for name in PRICE_FIELDS], dtype=np.float64)
+                bad = ~((prices >= 0.0) & (prices < math.inf))
+            bad &= present
+            if bad.any():
+                for name, row in zip(PRICE_FIELDS, bad, strict=True):
+                    if row.any():
+                        strikes = ", ".join(f"{self.strikes[i]:g}" for i in np.flatnonzero(row)[:3])
+                        out.append(f"{side}.{name} is NaN/inf or negative at strike(s) {strikes}")
+            counts = np.array([getattr(legs, name) for name in COUNT_FIELDS])
+            negative = counts < 0
+            negative &= present
+            if negative.any():
+                out.extend(f"{side}.{name} is negative"
+                           for name, row in zip(COUNT_FIELDS, negative, strict=True) if row.any())
         return out
