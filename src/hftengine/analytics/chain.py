@@ -318,6 +318,15 @@ def _nans(n: int) -> FloatArray:
     return nans
 
 
+@functools.lru_cache(maxsize=16)
+def _put_call(n: int) -> FloatArray:
+    """Rows ``(1 − sign)/2`` and ``(1 + sign)/2`` of the legs (puts, then calls, are 1),
+    read-only, cached per chain size."""
+    rows = np.stack((_leg_values(n, 0.0, 1.0), _leg_values(n, 1.0, 0.0)))
+    rows.setflags(write=False)
+    return rows
+
+
 @functools.lru_cache(maxsize=32)
 def _leg_values(n: int, call_value: float, put_value: float) -> FloatArray:
     """``call_value`` N times then ``put_value`` N times (read-only, cached per chain size)."""
@@ -395,13 +404,13 @@ def analyze_chain(
             if not math.isfinite(forward):
                 forward_missing = True
                 forward = model_spot * math.exp((r - q) * t) if t_ok else math.nan
-            res, status = _solve_single_expiry(px, forward, k2, t, r, 0.0, sign, True)
+            res, status = _solve_single_expiry(px, forward, k2, t, r, 0.0, sign, True, _put_call(n))
             ratio = forward / model_spot  # F/S
             carry = math.exp(-r * t) * ratio if t_ok else math.nan
             spot_gamma = res[2] * (ratio * ratio)
         else:
             forward = model_spot * math.exp((r - q) * t) if t_ok else math.nan
-            res, status = _solve_single_expiry(px, model_spot, k2, t, r, q, sign, False)
+            res, status = _solve_single_expiry(px, model_spot, k2, t, r, q, sign, False, _put_call(n))
             ratio = math.exp((r - q) * t) if t_ok else math.nan
             carry = math.exp(-q * t) if t_ok else math.nan
             spot_gamma = res[2]

@@ -334,8 +334,11 @@ def _solve_single_expiry(
     q: float,
     sign: FloatArray,
     black76: bool,
+    put_call: FloatArray | None = None,
 ) -> tuple[FloatArray, NDArray[np.int8]]:
-    """:func:`solve_single_expiry` without the ``errstate`` (the caller holds one)."""
+    """:func:`solve_single_expiry` without the ``errstate`` (the caller holds one).
+    ``put_call``: the ``(2, n)`` rows ``(1 − sign)/2`` and ``(1 + sign)/2`` when the caller
+    has them (a chain's are constant)."""
     n = price.shape[0]
     u, t, r, q = float(underlying), float(t), float(r), float(q)
     if not (math.isfinite(u) and u > 0.0 and math.isfinite(t) and math.isfinite(r) and math.isfinite(q)):
@@ -364,7 +367,8 @@ def _solve_single_expiry(
     np.divide(p, m, p)
     valid = p > _ZERO
     valid &= p < _ONE
-    valid &= a < _INF
+    if n and not np.maximum.reduce(a) < _INF:  # a strike of 0, inf or NaN
+        valid &= a < _INF
     rows = valid.nonzero()[0]
     count = rows.shape[0]
     if count == n:
@@ -387,7 +391,12 @@ def _solve_single_expiry(
         phi[failed] = _NAN
         status[failed] = IVStatus.NOT_CONVERGED
     out = np.empty((8, n))
-    _greeks_single_expiry(out, s, n12, phi, x, m, kd, sign, price, u, fd, dq, t, r, q, black76=black76)
+    if put_call is None:
+        put_call = np.empty((2, n))
+        np.subtract(_ONE, sign, put_call[0])
+        np.multiply(put_call[0], _HALF, put_call[0])  # 1 for puts, 0 for calls
+        np.subtract(_ONE, put_call[0], put_call[1])
+    _greeks_single_expiry(out, s, n12, phi, x, m, kd, put_call, price, u, fd, dq, t, r, q, black76=black76)
     if black76 and count < n:  # −t·price is no Greek where there is no volatility
         out[5, ~np.isfinite(s)] = _NAN
     return out, status
@@ -424,7 +433,6 @@ _BELOW_INTRINSIC: Final = int(IVStatus.BELOW_INTRINSIC)
 _INVALID_INPUT: Final = int(IVStatus.INVALID_INPUT)
 
 
-_MINUS_TWO: Final = np.array(-2.0)
 _HALF: Final = np.array(0.5)
 _MINUS_HALF: Final = np.array(-0.5)
 
@@ -437,7 +445,7 @@ def _greeks_single_expiry(
     x: FloatArray,
     m: FloatArray,
     kd: FloatArray,
-    sign: FloatArray,
+    put_call: FloatArray,
     price: FloatArray,
     u: float,
     fd: float,
@@ -449,36 +457,38 @@ def _greeks_single_expiry(
     black76: bool,
 ) -> None:
     """:func:`~hftengine.analytics.greeks.assemble_greeks` with a scalar market, into the
-    rows of ``out`` (IV first); the same operations on the same values, fewer of them.
+    rows of ``out`` (IV first); the same roundings of the same values, fewer operations.
 
-    The reduced pair ``(P, Q) = (Φ(d1r), Φ(d2r))`` maps to the actual leg's
-    ``θ·(A, B)``: ``(P, Q)`` for an OTM call, ``(1 − Q, 1 − P)`` for an ITM call (``x > 0``),
-    ``(−Q, −P)`` for an OTM put (``x > 0``), ``(P − 1, Q − 1)`` for an ITM put: the same
-    single rounding as the block path's ``flip·(P, Q) + c`` with ``flip = ±1``.
+    The reduced pair ``(P, Q) = (Φ(d1r), Φ(d2r))`` (the rows of ``n12``) maps to the
+    actual leg's ``θ·(A, B)``: ``(P, Q)`` for an OTM call, ``(1 − Q, 1 − P)`` for an ITM
+    call (``x > 0``), ``(−Q, −P)`` for an OTM put (``x > 0``), ``(P − 1, Q − 1)`` for an ITM
+    put: the same single rounding as the block path's ``flip·(P, Q) + c`` with
+    ``flip = ±1``, both rows in one ``np.where``. One exact rearrangement: ``−(a − b)·c``
+    as ``(b − a)·c``.
     """
-    mul, div, sub, add = np.multiply, np.divide, np.subtract, np.add
+    mul, div, sub = np.multiply, np.divide, np.subtract
     # Rows by index: unpacking an ndarray ends its iteration with a formatted IndexError (~1 µs).
     iv, delta, gamma, theta, vega, rho, vanna, charm = out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]
-    n1, n2 = n12[0], n12[1]
-    sqrt_t = np.array(math.sqrt(t))
-    div(s, sqrt_t, iv)
+    sqrt_t = math.sqrt(t)
+    inv_t = 1.0 / t
+    div(s, np.array(sqrt_t), iv)
     swap = x > _ZERO
-    put = sub(_ONE, sign)
-    mul(put, _HALF, put)  # 1 for puts, 0 for calls
-    call = sub(_ONE, put)
-    big_a = np.where(swap, sub(call, n2), sub(n1, put))  # θA
-    big_b = np.where(swap, sub(call, n1), sub(n2, put))  # θB
+    # θ·(A, B): (call − (Q, P)) where x > 0, else (P, Q) − put.
+    big_ab = np.where(swap, sub(put_call[1], n12[::-1]), sub(n12, put_call[0]))
+    big_a, big_b = big_ab[0], big_ab[1]
     v0 = mul(m, phi)  # V0 = U e^{-qt} φ(d1)
     inv_u = np.array(1.0 / u)
     v0_u = mul(v0, inv_u)
-    mul(big_a, np.array(dq), delta)
+    if dq == 1.0:
+        delta[...] = big_a  # θ·A·1.0, exactly
+    else:
+        mul(big_a, np.array(dq), delta)
     mul(v0_u, inv_u, gamma)
     div(gamma, s, gamma)
-    mul(v0, sqrt_t, vega)
-    inv_t = 1.0 / t
+    mul(v0, np.array(sqrt_t), vega)
     mul(v0, s, theta)
     mul(theta, _MINUS_HALF, theta)
-    mul(theta, np.array(inv_t), theta)  # −V0 s/(2t)
+    mul(theta, np.array(inv_t), theta)  # −V0 s/(2t) (not folded: not exact for subnormals)
     tmp = mul(big_b, kd)
     mul(tmp, np.array(t), rho)  # θ Kd t B
     mul(tmp, np.array(r), tmp)
@@ -486,22 +496,23 @@ def _greeks_single_expiry(
     if q != 0.0:
         mul(big_a, np.array(fd), tmp)
         mul(tmp, np.array(q), tmp)
-        add(theta, tmp, theta)  # + θ q Fd A
+        np.add(theta, tmp, theta)  # + θ q Fd A
     d2 = div(x, s)
     mul(s, _HALF, tmp)
     sub(d2, tmp, d2)  # d2 = x/s − s/2
     mul(v0_u, d2, vanna)
-    mul(vanna, np.array(-math.sqrt(t)), vanna)
+    mul(vanna, np.array(-sqrt_t), vanna)
     div(vanna, s, vanna)  # −V0/U · d2 √t / s
     mul(d2, np.array(0.5 * inv_t), d2)  # d2/(2t)
     div(np.array(r - q), s, tmp)
-    sub(tmp, d2, tmp)
-    mul(tmp, v0_u, tmp)
     if q != 0.0:
+        sub(tmp, d2, tmp)
+        mul(tmp, v0_u, tmp)
         mul(delta, np.array(q), charm)
         sub(charm, tmp, charm)  # q·delta − V0/U·((r − q)/s − d2/(2t))
     else:
-        np.negative(tmp, charm)
+        sub(d2, tmp, charm)
+        mul(charm, v0_u, charm)  # −V0/U·((r − q)/s − d2/(2t))
     if black76:  # ∂V/∂r holding the forward fixed
         mul(price, np.array(-t), rho)
 

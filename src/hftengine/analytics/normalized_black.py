@@ -571,37 +571,39 @@ def solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Flo
 
 
 def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, BoolArray]:
+    # Independent rows that take the same operation share one call on a (2, m) array:
+    # the two table coordinates (square root, floor, fraction), the two wv products of
+    # the bilinear form, the Householder numerator and denominator.
     mul, div, add, sub = np.multiply, np.divide, np.add, np.subtract
     m = a.shape[0]
     ea = np.exp(a)
-    # Table guess (see initial_total_vol): rho, fv, fu, cell, tau.
+    # Table guess (see initial_total_vol): rho, fu, fv, cell, tau.
     rho = mul(p, _K_SQRT_2PI)
-    fv = div(a, rho)
+    fuv = np.empty((2, m))  # fu, fv; then their fractions wu, wv
+    fu, fv = fuv[0], fuv[1]
+    div(a, rho, fv)
     add(rho, a, rho)
     add(fv, _K_ONE, fv)
     np.log(fv, fv)
     mul(fv, _K_TWO, fv)
     add(fv, _K_ONE, fv)
-    np.sqrt(fv, fv)
+    mul(rho, _K_U_SCALE, fu)
+    np.sqrt(fuv, fuv)  # fu
     div(_K_NV_M1, fv, fv)  # fv
-    fu = mul(rho, _K_U_SCALE)
-    np.sqrt(fu, fu)  # fu
-    cell = np.floor(fu)
-    sub(fu, cell, fu)  # wu
+    cells = np.floor(fuv)
+    sub(fuv, cells, fuv)  # wu, wv
+    cell = cells[0]
     mul(cell, _K_NV, cell)
+    add(cell, cells[1], cell)
+    # Rows outside the table (cell_u > NU − 1) land at or past the extra NaN column.
+    coef = _guess_table_nan_edge().take(cell.astype(np.intp), 1, None, "clip")
     out = np.empty((4, m))  # s, Φ(d1), Φ(d2), φ(d1)
     s, n1, n2, phi = out[0], out[1], out[2], out[3]  # not `= out`: ends with a formatted IndexError
     n12 = out[1:3]
-    np.floor(fv, s)
-    sub(fv, s, fv)  # wv
-    add(cell, s, cell)
-    # Rows outside the table (cell_u > NU − 1) land at or past the extra NaN column.
-    coef = _guess_table_nan_edge().take(cell.astype(np.intp), 1, None, "clip")
-    mul(coef[3], fv, s)
-    add(s, coef[1], s)
+    c23 = mul(coef[2:4], fv)  # c2·wv, c3·wv
+    add(c23[1], coef[1], s)
     mul(s, fu, s)
-    mul(coef[2], fv, cell)
-    add(s, cell, s)
+    add(s, c23[0], s)
     add(s, coef[0], s)
     mul(s, rho, s)  # s0, NaN outside the table
     # One Householder step (see householder_step); both Φ in one call.
@@ -628,11 +630,12 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     div(nu, w, nu)
     mul(xs, xs, xs)
     mul(xs, inv_s, xs)
-    h2 = pp
+    hh = np.empty((4, m))  # 1, H2, H2/2, H3
+    hh[0] = 1.0
+    h2, h3 = hh[1], hh[3]
     mul(s, _K_MINUS_QUARTER, h2)
     add(h2, xs, h2)
     mul(xs, inv_s, xs)
-    h3 = inv_s
     mul(h2, h2, h3)
     mul(xs, _K_THREE, xs)
     sub(h3, xs, h3)
@@ -645,18 +648,16 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     mul(tmp, _K_THREE, tmp)
     sub(h3, tmp, h3)
     sub(h2, w, h2)
-    num = xs
-    mul(h2, _K_HALF, num)
-    mul(num, nu, num)
-    add(num, _K_ONE, num)
-    mul(h3, nu, h3)
-    mul(h3, _K_SIXTH, h3)
-    add(h3, h2, h3)
-    mul(h3, nu, h3)
-    add(h3, _K_ONE, h3)
-    mul(num, nu, num)
-    div(num, h3, num)
-    add(num, s, s)  # s + Δs
+    # Numerator 1 + H2ν/2 and denominator 1 + ν(H2 + H3ν/6) side by side, with the block
+    # path's roundings: (H2·½·ν + 1)·ν and (H3·ν·⅙ + H2)·ν (+ 1).
+    mul(h2, _K_HALF, hh[2])
+    nd = mul(hh[2:], nu)
+    mul(nd[1], _K_SIXTH, nd[1])
+    add(nd, hh[:2], nd)
+    mul(nd, nu, nd)
+    add(nd[1], _K_ONE, nd[1])
+    div(nd[0], nd[1], nd[0])
+    add(nd[0], s, s)  # s + Δs
     # Exact evaluation and convergence test (see evaluate).
     div(a, s, tmp)
     mul(s, _K_HALF, d1)
