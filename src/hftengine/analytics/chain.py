@@ -415,8 +415,8 @@ def analyze_chain(
             carry = math.exp(-q * t) if t_ok else math.nan
             spot_gamma = res[2]
         iv = res[0]
-        theta_scale = cv.theta_scale
-        if theta_scale != 1.0:
+        if cv.theta_unit != "year":
+            theta_scale = cv.theta_scale
             res[3] *= theta_scale
             res[7] *= theta_scale
         if cv.vega_per != 1.0:
@@ -467,8 +467,9 @@ def analyze_chain(
             walls = (_wall(k, exposure[above:n], above), _wall(k, exposure[n : n + below], 0))
 
         # Open-interest statistics (need no model): per-leg sums in one reduction.
-        (oi_c, oi_p), _, _, (vol_c, vol_p) = np.add.reduce(counts.reshape(4, 2, n), axis=2).tolist()
-        doi_c, doi_p = np.add.reduce(np.subtract(oi_live, prev_oi_live).reshape(2, n), axis=1).tolist()
+        # Row 1 of the counts (the previous last price, no count) becomes OI − previous OI.
+        np.subtract(oi_live, prev_oi_live, counts[1])
+        (oi_c, oi_p), (doi_c, doi_p), _, (vol_c, vol_p) = np.add.reduce(counts.reshape(4, 2, n), axis=2).tolist()
         pain = _max_pain_sorted(k, oi_live[:n], oi_live[n:], oi_p) if n else math.nan
 
         # Skew.

@@ -378,11 +378,15 @@ def _solve_single_expiry(
         status = _unsolvable_status(price, strikes, p, valid)
         if not count:
             return np.full((8, n), _NAN), status
-        # Solve the solvable rows only; NaN elsewhere carries through the Greeks.
-        solved = np.empty((4, n))
-        solved.fill(_NAN)
-        s_v, _, _, ok = _solve_total_vol_small(a[rows], p[rows])
-        solved[:, rows] = s_v.base  # s, Φ(d1), Φ(d2), φ(d1)
+        # Solve the solvable rows only; NaN elsewhere carries through the Greeks. The solved
+        # rows come back after a NaN column: row i takes column (its rank among the valid
+        # rows) or 0, one take instead of a NaN fill and a (slow) 2-d scatter.
+        s_v, _, _, ok = _solve_total_vol_small(a.take(rows), p.take(rows), True)
+        column = np.add.accumulate(valid, dtype=np.intp)
+        column *= valid
+        padded = s_v.base
+        assert isinstance(padded, np.ndarray)  # noqa: S101 (type narrowing: s is a row of it)
+        solved = padded.take(column, 1)  # s, Φ(d1), Φ(d2), φ(d1)
         s, n12, phi = solved[0], solved[1:3], solved[3]
     if _count_nonzero(ok) != count:
         failed = rows[~ok] if count < n else (~ok).nonzero()[0]

@@ -570,7 +570,12 @@ def solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Flo
         return _solve_total_vol_small(a, p)
 
 
-def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, BoolArray]:
+def _solve_total_vol_small(
+    a: FloatArray, p: FloatArray, pad: bool = False
+) -> tuple[FloatArray, FloatArray, FloatArray, BoolArray]:
+    """:func:`solve_total_vol_small` under the caller's ``errstate``. ``pad``: the ``(4, m)``
+    rows sit in columns ``1 … m`` of a ``(4, m + 1)`` array whose column 0 is NaN, so a
+    caller can spread them over a longer chain with one ``take`` (index 0 for no IV)."""
     # Independent rows that take the same operation share one call on a (2, m) array:
     # the two table coordinates (square root, floor, fraction), the two wv products of
     # the bilinear form, the Householder numerator and denominator.
@@ -597,7 +602,12 @@ def _solve_total_vol_small(a: FloatArray, p: FloatArray) -> tuple[FloatArray, Fl
     add(cell, cells[1], cell)
     # Rows outside the table (cell_u > NU − 1) land at or past the extra NaN column.
     coef = _guess_table_nan_edge().take(cell.astype(np.intp), 1, None, "clip")
-    out = np.empty((4, m))  # s, Φ(d1), Φ(d2), φ(d1)
+    if pad:
+        padded = np.empty((4, m + 1))
+        padded[:, 0] = np.nan
+        out = padded[:, 1:]
+    else:
+        out = np.empty((4, m))  # s, Φ(d1), Φ(d2), φ(d1)
     s, n1, n2, phi = out[0], out[1], out[2], out[3]  # not `= out`: ends with a formatted IndexError
     n12 = out[1:3]
     c23 = mul(coef[2:4], fv)  # c2·wv, c3·wv
