@@ -31,7 +31,7 @@ from hftengine.analytics.gex import _gamma_flip
 from hftengine.analytics.iv import IVStatus, _solve_single_expiry
 from hftengine.analytics.normalized_black import FloatArray, _count_nonzero
 from hftengine.analytics.quality import chain_flags, quality_bits, quality_features
-from hftengine.analytics.skew import atm_iv, atm_iv_sorted, risk_reversal_butterfly_sorted
+from hftengine.analytics.skew import _wings_of_legs, atm_iv, atm_iv_sorted, risk_reversal_butterfly_sorted
 
 _LEG_ARRAYS: Final = (
     "last_price",
@@ -479,9 +479,17 @@ def analyze_chain(
             atm, rr25, bf25 = math.nan, math.nan, math.nan
         else:
             atm = atm_iv_sorted(k, call_iv, put_iv, forward) if increasing else atm_iv(k, call_iv, put_iv, forward)
-            rr25, bf25 = risk_reversal_butterfly_sorted(
-                k, forward, call_iv, put_iv, delta[:n], delta[n:], atm, wing=cv.wing_delta, finite_delta=True
-            )
+            wings = None
+            if math.isfinite(forward):  # OTM calls (K >= F), then OTM puts (K <= F): adjacent legs
+                first_call = int(k.searchsorted(forward, "left"))
+                otm = slice(first_call, n + int(k.searchsorted(forward, "right")))
+                wings = _wings_of_legs(delta[otm], iv[otm], n - first_call, cv.wing_delta)
+            if wings is not None:
+                rr25, bf25 = wings[0] - wings[1], 0.5 * (wings[0] + wings[1]) - atm
+            else:
+                rr25, bf25 = risk_reversal_butterfly_sorted(
+                    k, forward, call_iv, put_iv, delta[:n], delta[n:], atm, wing=cv.wing_delta, finite_delta=True
+                )
 
         # Build-up, flow, quality.
         buildup = buildup_codes(

@@ -186,6 +186,47 @@ def risk_reversal_butterfly_sorted(
     return c - p, 0.5 * (c + p) - atm
 
 
+def _descending_interp(delta: FloatArray, iv: FloatArray, lo: int, hi: int, j: int, target: float) -> float:
+    """:func:`_wing_iv_monotone`'s interpolation on the strictly decreasing finite deltas
+    ``delta[lo:hi]``, ``j`` the index of the first of them ``<= target``: NaN outside
+    ``[delta[hi − 1], delta[lo]]``, else ``np.interp``'s formula on the bracketing pair."""
+    if j == hi or hi == lo or target > delta.item(lo):
+        return math.nan
+    x0, v0 = delta.item(j), iv.item(j)
+    if target == x0 or j == lo:
+        return v0
+    x1, v1 = delta.item(j - 1), iv.item(j - 1)
+    slope = (v1 - v0) / (x1 - x0)
+    return slope * (target - x0) + v0
+
+
+def _wings_of_legs(delta: FloatArray, iv: FloatArray, calls: int, wing: float) -> tuple[float, float] | None:
+    """Call and put wing IVs (at deltas ``+wing`` and ``−wing``) from one slice of the
+    chain's ``2N`` legs that holds the OTM calls (the first ``calls`` entries, strikes at
+    and above the forward) followed by the OTM puts (strikes at and below it): in the
+    legs' layout (calls, then puts, each in strike order) they are adjacent. Deltas must
+    be finite wherever the IV is. Call deltas fall from ~0.5 to 0 and put deltas from 0
+    to ~−0.5, so when the finite deltas fall strictly across the whole slice (one check
+    for both wings, one search for both targets) each wing is :func:`_wing_iv_monotone`'s
+    case; None otherwise (the caller takes the per-wing path)."""
+    if not wing > 0.0:
+        return None
+    rows = np.isfinite(iv).nonzero()[0]
+    total = rows.shape[0]
+    if total < iv.shape[0]:
+        delta, iv = delta.take(rows), iv.take(rows)
+    if total > 1 and _count_nonzero(delta[1:] < delta[:-1]) != total - 1:
+        return None
+    split = int(rows.searchsorted(calls))  # finite calls first, then finite puts
+    # Searching the negated deltas (ascending): calls' are <= 0 < wing and puts' >= 0 > −wing,
+    # so the call target lands among the calls and the put target among the puts.
+    j_call, j_put = np.negative(delta).searchsorted(np.array((-wing, wing))).tolist()
+    return (
+        _descending_interp(delta, iv, 0, split, j_call, wing),
+        _descending_interp(delta, iv, split, total, j_put, -wing),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TermStructure:
     """ATM volatility term structure of one underlying, sorted by time to expiry."""

@@ -36,7 +36,7 @@ from hftengine.analytics.chain import LegQuotes, mid_price
 from hftengine.analytics.gex import wall_in, zero_crossing
 from hftengine.analytics.iv import solve_implied_volatility, solve_single_expiry
 from hftengine.analytics.quality import leg_quality
-from hftengine.analytics.skew import atm_iv_sorted, risk_reversal_butterfly_sorted, wing_iv
+from hftengine.analytics.skew import _wings_of_legs, atm_iv_sorted, risk_reversal_butterfly_sorted, wing_iv
 
 from .conftest import MakeChain
 
@@ -266,6 +266,18 @@ def test_sorted_skew_paths_match_the_general_ones(seed: int) -> None:
         np.testing.assert_array_equal(got, want)
     ok = np.isfinite(call_delta) & np.isfinite(call_iv)
     assert math.isnan(wing_iv(call_delta[~ok], call_iv[~ok], 0.25))
+    # Both wings from the adjacent OTM legs of the 2N layout (analyze_chain's path): the
+    # per-wing results whenever it applies (falling deltas across both wings).
+    first_call, last_put = int(k.searchsorted(forward, "left")), int(k.searchsorted(forward, "right"))
+    otm = slice(first_call, n + last_put)
+    legs_delta, legs_iv = np.concatenate((call_delta, put_delta))[otm], np.concatenate((call_iv, put_iv))[otm]
+    for target in (0.25, 0.1, 0.9, 0.0):
+        wings = _wings_of_legs(legs_delta, legs_iv, n - first_call, target)
+        if wings is None:
+            continue
+        got = (wings[0] - wings[1], 0.5 * (wings[0] + wings[1]) - 0.2)
+        want = risk_reversal_butterfly(k, forward, call_iv, put_iv, call_delta, put_delta, 0.2, wing=target)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("seed", range(10))
