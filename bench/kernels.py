@@ -1,7 +1,8 @@
 """Benchmark of the analytics kernels, pinned to one core.
 
-    PYTHONPATH=src python bench/kernels.py           # full run (~1 min)
-    PYTHONPATH=src python bench/kernels.py --quick   # short run (~15 s)
+    PYTHONPATH=src python bench/kernels.py                # full run (~1 min)
+    PYTHONPATH=src python bench/kernels.py --quick        # short run (~15 s)
+    PYTHONPATH=src python bench/kernels.py --chain-only   # analyze_chain latency only (~5 s)
 
 Prints IV + all Greeks throughput (options/s) for batches of 400, 40 000 and
 1 000 000 options next to vollib (Let's Be Rational) and QuantLib on the same
@@ -192,6 +193,25 @@ def make_chain(n_strikes: int = 200, seed: int = 0) -> tuple[np.ndarray, LegQuot
     return strikes, legs[0], legs[1], t
 
 
+def chain_latency(runs: int) -> tuple[float, float, float]:
+    """Prints and returns p50, p99 (wall) and p50 CPU time (us) of ``analyze_chain`` on the
+    200-strike chain."""
+    strikes, calls, puts, t = make_chain()
+
+    def chain() -> object:
+        return analyze_chain(strikes, calls, puts, SPOT, t, r=RATE, q=0.0, lot_size=75)
+
+    lat = np.array(timed(chain, runs)) * 1e6
+    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    cpu_p50 = float(np.percentile(np.array(timed(chain, runs, time.thread_time)) * 1e6, 50))
+    print()
+    print(
+        f"analyze_chain, 200 strikes (400 contracts), {runs} runs: p50 {p50:,.0f} us, p99 {p99:,.0f} us "
+        f"(CPU time of this thread: p50 {cpu_p50:,.0f} us)"
+    )
+    return p50, p99, cpu_p50
+
+
 def fmt_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:,.0f}"
 
@@ -199,15 +219,20 @@ def fmt_rate(rate: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (fewer repeats, smaller reference samples)")
+    parser.add_argument("--chain-only", action="store_true", help="only the analyze_chain latency (no throughput)")
     args = parser.parse_args()
     quick = args.quick
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "n/a"
-    print(f"hftengine analytics kernels — {'quick' if quick else 'full'} run")
+    kind = "chain-only" if args.chain_only else "quick" if quick else "full"
+    print(f"hftengine analytics kernels — {kind} run")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
         f"pinned to CPU {affinity}, OMP/OPENBLAS threads = 1"
     )
     guess_table()  # built once per process (~50 ms), not part of any timing
+    if args.chain_only:
+        chain_latency(3_000)
+        return
 
     # ------------------------------------------------------------------ throughput
     sizes = (400, 40_000, 1_000_000)
@@ -251,20 +276,7 @@ def main() -> None:
     print(f"accuracy (1M batch): max |iv - sigma| = {core_err:.1e} where phi(d1) > 1e-3, {wing_err:.1e} where > 1e-6")
 
     # ------------------------------------------------------------------ analyze_chain latency
-    strikes, calls, puts, t = make_chain()
-    runs = 300 if quick else 3_000
-
-    def chain() -> object:
-        return analyze_chain(strikes, calls, puts, SPOT, t, r=RATE, q=0.0, lot_size=75)
-
-    lat = np.array(timed(chain, runs)) * 1e6
-    p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-    cpu_p50 = float(np.percentile(np.array(timed(chain, runs, time.thread_time)) * 1e6, 50))
-    print()
-    print(
-        f"analyze_chain, 200 strikes (400 contracts), {runs} runs: p50 {p50:,.0f} us, p99 {p99:,.0f} us "
-        f"(CPU time of this thread: p50 {cpu_p50:,.0f} us)"
-    )
+    p50, p99, cpu_p50 = chain_latency(300 if quick else 3_000)
 
     # ------------------------------------------------------------------ summary
     print()
