@@ -200,6 +200,9 @@ def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: 
 
 
 # ---------------------------------------------------------------- 3. pipeline
+LOOKBACK = timedelta(seconds=30)
+
+
 class Observer(threading.Thread):
     """Polls chain_metrics for newly visible rows; freshness = first seen − exchange ts."""
 
@@ -211,15 +214,23 @@ class Observer(threading.Thread):
         self.cursor = datetime(1970, 1, 1, tzinfo=UTC)
 
     def run(self) -> None:
+        # stored_ts is the writing transaction's start time, and two workers commit concurrently:
+        # a row can become visible with a stored_ts below rows already seen.  So every poll looks
+        # back LOOKBACK behind the newest stored_ts seen and skips rows it has already counted.
+        seen: set[tuple[str, Any, datetime]] = set()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self.stop.is_set():
                 rows = conn.execute(
-                    "SELECT ts, stored_ts, n_contracts FROM chain_metrics WHERE stored_ts > %s ORDER BY stored_ts",
-                    (self.cursor,),
+                    "SELECT underlying, expiry, ts, stored_ts, n_contracts FROM chain_metrics "
+                    "WHERE stored_ts > %s AND ts > %s",  # ts: BRIN-indexed, and never after stored_ts
+                    (self.cursor - LOOKBACK, self.cursor - 4 * LOOKBACK),
                 ).fetchall()
                 now = datetime.now(UTC)
                 wall = time.time()
-                for ts, stored, n in rows:
+                for und, exp, ts, stored, n in rows:
+                    if (und, exp, ts) in seen:
+                        continue
+                    seen.add((und, exp, ts))
                     self.samples.append((wall, (now - ts).total_seconds(), int(n)))
                     self.cursor = max(self.cursor, stored)
                 self.stop.wait(0.05)
