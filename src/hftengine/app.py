@@ -63,6 +63,8 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     if settings.stateful_enabled:
         stateful.register(app, ctx, enriched, dead)
     deadletter.register(app, ctx, dead)
+    if web_enabled:
+        _serve_metrics(app)
 
     async def _close(app: faust.App, **kwargs: Any) -> None:
         ctx.close()
@@ -70,3 +72,13 @@ def create_app(settings: Settings, *, datadir: Path | None = None, web_enabled: 
     app.on_before_shutdown.connect(_close)  # type: ignore[arg-type]
 
     return app
+
+
+def _serve_metrics(app: faust.App) -> None:
+    """``GET /metrics`` on the worker's web port: this process's Prometheus metrics (enrich and
+    sink timings, freshness, dead letters, rollup refreshes)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
