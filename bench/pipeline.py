@@ -200,9 +200,6 @@ def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: 
 
 
 # ---------------------------------------------------------------- 3. pipeline
-LOOKBACK = timedelta(seconds=30)
-
-
 class Observer(threading.Thread):
     """Polls chain_metrics for newly visible rows; freshness = first seen − exchange ts."""
 
@@ -211,28 +208,37 @@ class Observer(threading.Thread):
         self.dsn = dsn
         self.stop = threading.Event()
         self.samples: list[tuple[float, float, int]] = []  # (seen_wall, freshness_s, contracts)
-        self.cursor = datetime(1970, 1, 1, tzinfo=UTC)
+        self.cursor = datetime.now(UTC) - timedelta(minutes=1)  # before the run's first row
 
     def run(self) -> None:
-        # stored_ts is the writing transaction's start time, and two workers commit concurrently:
-        # a row can become visible with a stored_ts below rows already seen.  So every poll looks
-        # back LOOKBACK behind the newest stored_ts seen and skips rows it has already counted.
-        seen: set[tuple[str, Any, datetime]] = set()
+        # stored_ts (clock_timestamp() at insert) is never before its transaction's start, and two
+        # workers commit concurrently: a row can become visible after rows stamped later.  Each
+        # poll therefore reads back to the oldest transaction running at this or the previous check
+        # (or the previous check itself) and skips rows it has already counted.
+        seen: dict[tuple[str, Any, datetime], datetime] = {}
+        prev: list[datetime] = []
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self.stop.is_set():
+                check, oldest = conn.execute(
+                    "SELECT clock_timestamp(), min(xact_start) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                ).fetchone() or (None, None)
+                low = min([*prev, *([oldest] if oldest else [])], default=self.cursor)
+                prev = [check, *([oldest] if oldest else [])]
                 rows = conn.execute(
                     "SELECT underlying, expiry, ts, stored_ts, n_contracts FROM chain_metrics "
                     "WHERE stored_ts > %s AND ts > %s",  # ts: BRIN-indexed, and never after stored_ts
-                    (self.cursor - LOOKBACK, self.cursor - 4 * LOOKBACK),
+                    (low, low - timedelta(minutes=2)),
                 ).fetchall()
                 now = datetime.now(UTC)
                 wall = time.time()
                 for und, exp, ts, stored, n in rows:
                     if (und, exp, ts) in seen:
                         continue
-                    seen.add((und, exp, ts))
+                    seen[(und, exp, ts)] = stored
                     self.samples.append((wall, (now - ts).total_seconds(), int(n)))
-                    self.cursor = max(self.cursor, stored)
+                for key in [k for k, st in seen.items() if st <= low]:
+                    del seen[key]
                 self.stop.wait(0.05)
 
 
