@@ -293,6 +293,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per rate step")
     ap.add_argument("--rates", default=None, help="comma-separated offered contracts/s")
+    defaults = Settings()
+    ap.add_argument("--sink-batch", type=int, default=defaults.sink_batch_size,
+                    help="chains per sink transaction (default: the engine's HFT_SINK_BATCH)")
+    ap.add_argument("--sink-within", type=float, default=defaults.sink_batch_seconds,
+                    help="max seconds the sink waits for a batch (default: the engine's HFT_SINK_WITHIN)")
     ap.add_argument("--underlyings", type=int, default=90,
                     help="distinct underlyings (partition keys) in the offered load; the market has ~190")
     ap.add_argument("--no-stateful", action="store_true",
@@ -319,8 +324,8 @@ def main() -> None:
         data_dir=tmp,
         topic_partitions=max(2, args.workers * 2),
         app_id=f"bench-{uuid.uuid4().hex[:6]}",
-        sink_batch_size=32,
-        sink_batch_seconds=0.1,
+        sink_batch_size=args.sink_batch,
+        sink_batch_seconds=args.sink_within,
     )
     procs: list[subprocess.Popen[bytes]] = []
     with Services(settings, say=lambda m: print("  ·", m)) as s:
@@ -340,8 +345,8 @@ def main() -> None:
             "SCHEMA_REGISTRY_URL": s.registry_url(),
             "HFT_APP_ID": s.app_id,
             "HFT_TOPIC_PARTITIONS": str(s.topic_partitions),
-            "HFT_SINK_BATCH": "32",
-            "HFT_SINK_WITHIN": "0.1",
+            "HFT_SINK_BATCH": str(args.sink_batch),
+            "HFT_SINK_WITHIN": str(args.sink_within),
             "HFT_LOG_LEVEL": "WARNING",
             "HFT_STATEFUL_ENABLED": "0" if args.no_stateful else "1",
         }

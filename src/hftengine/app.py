@@ -81,4 +81,5 @@ def _serve_metrics(app: faust.App) -> None:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp takes the charset separately: CONTENT_TYPE_LATEST without "; charset=utf-8"
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split("; charset")[0])
