@@ -45,6 +45,13 @@ def test_simulated_chains_reach_the_api_enriched(pipeline: Pipeline, tmp_path: P
     contracts = sum(s.n_contracts for s in snaps)
     assert pipeline.query("SELECT count(*) FROM option_quotes")[0][0] == contracts
 
+    # the worker's own Prometheus metrics, on its web port
+    worker_metrics = httpx.get(f"http://127.0.0.1:{pipeline.env['HFT_WORKER_WEB_PORT']}/metrics", timeout=10)
+    assert worker_metrics.status_code == 200, worker_metrics.text
+    assert worker_metrics.headers["content-type"].startswith("text/plain")
+    assert f"hft_contracts_enriched_total {float(contracts)}" in worker_metrics.text
+    assert "hft_sink_batch_seconds_count" in worker_metrics.text
+
     last_nifty = max((s for s in snaps if s.underlying == "NIFTY"),
                      key=lambda s: (s.exchange_ts, -s.expiry.toordinal()))
     with UvicornThread(create_api(pipeline.settings)) as api:
