@@ -27,9 +27,7 @@ import functools
 import json
 import logging
 import random
-import threading
 import time
-import weakref
 from collections import Counter as TallyCounter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from hftengine.feeds.formats import (
 from hftengine.feeds.instruments import is_expired
 from hftengine.feeds.publisher import Publisher
 from hftengine.feeds.ratelimit import CircuitBreaker, TokenBucket
+from hftengine.promutil import once_per_registry
 
 if TYPE_CHECKING:
     from hftengine.config import Settings
@@ -155,43 +154,35 @@ class DhanMetrics:
     dead_letters: Counter
 
 
-_DHAN_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, DhanMetrics] = weakref.WeakKeyDictionary()
-_METRICS_LOCK = threading.Lock()
-
-
-def dhan_metrics(registry: CollectorRegistry = REGISTRY) -> DhanMetrics:
+@once_per_registry
+def dhan_metrics(registry: CollectorRegistry) -> DhanMetrics:
     """The Dhan feed metrics registered in ``registry`` (created once per registry)."""
-    with _METRICS_LOCK:
-        metrics = _DHAN_METRICS.get(registry)
-        if metrics is None:
-            metrics = DhanMetrics(
-                requests=Counter(
-                    "hft_dhan_requests",
-                    "Dhan API requests by endpoint and outcome",
-                    ["credential", "endpoint", "outcome"],
-                    registry=registry,
-                ),
-                defects=Counter(
-                    "hft_dhan_defects",
-                    "Broker data defects seen, by kind",
-                    ["underlying", "kind"],
-                    registry=registry,
-                ),
-                snapshots=Counter(
-                    "hft_dhan_snapshots",
-                    "Snapshots handed to the publisher",
-                    ["underlying", "result"],
-                    registry=registry,
-                ),
-                dead_letters=Counter(
-                    "hft_dhan_dead_letters",
-                    "Responses dead-lettered by the feed",
-                    ["underlying", "error_type"],
-                    registry=registry,
-                ),
-            )
-            _DHAN_METRICS[registry] = metrics
-        return metrics
+    return DhanMetrics(
+        requests=Counter(
+            "hft_dhan_requests",
+            "Dhan API requests by endpoint and outcome",
+            ["credential", "endpoint", "outcome"],
+            registry=registry,
+        ),
+        defects=Counter(
+            "hft_dhan_defects",
+            "Broker data defects seen, by kind",
+            ["underlying", "kind"],
+            registry=registry,
+        ),
+        snapshots=Counter(
+            "hft_dhan_snapshots",
+            "Snapshots handed to the publisher",
+            ["underlying", "result"],
+            registry=registry,
+        ),
+        dead_letters=Counter(
+            "hft_dhan_dead_letters",
+            "Responses dead-lettered by the feed",
+            ["underlying", "error_type"],
+            registry=registry,
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- client

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from hftengine.promutil import once_per_registry
 
 log = logging.getLogger(__name__)
 
@@ -118,37 +118,29 @@ class BreakerMetrics:
     rejected: Counter
 
 
-_BREAKER_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, BreakerMetrics] = weakref.WeakKeyDictionary()
-_METRICS_LOCK = threading.Lock()
-
-
-def breaker_metrics(registry: CollectorRegistry = REGISTRY) -> BreakerMetrics:
+@once_per_registry
+def breaker_metrics(registry: CollectorRegistry) -> BreakerMetrics:
     """The breaker metrics registered in ``registry`` (created on first use)."""
-    with _METRICS_LOCK:
-        metrics = _BREAKER_METRICS.get(registry)
-        if metrics is None:
-            metrics = BreakerMetrics(
-                state=Gauge(
-                    "hft_feed_breaker_state",
-                    "Circuit breaker state per credential (0 closed, 1 open, 2 half-open)",
-                    ["breaker"],
-                    registry=registry,
-                ),
-                transitions=Counter(
-                    "hft_feed_breaker_transitions",
-                    "Circuit breaker transitions by target state",
-                    ["breaker", "state"],
-                    registry=registry,
-                ),
-                rejected=Counter(
-                    "hft_feed_breaker_rejected",
-                    "Calls not attempted because the breaker was open",
-                    ["breaker"],
-                    registry=registry,
-                ),
-            )
-            _BREAKER_METRICS[registry] = metrics
-        return metrics
+    return BreakerMetrics(
+        state=Gauge(
+            "hft_feed_breaker_state",
+            "Circuit breaker state per credential (0 closed, 1 open, 2 half-open)",
+            ["breaker"],
+            registry=registry,
+        ),
+        transitions=Counter(
+            "hft_feed_breaker_transitions",
+            "Circuit breaker transitions by target state",
+            ["breaker", "state"],
+            registry=registry,
+        ),
+        rejected=Counter(
+            "hft_feed_breaker_rejected",
+            "Calls not attempted because the breaker was open",
+            ["breaker"],
+            registry=registry,
+        ),
+    )
 
 
 class CircuitBreaker:
