@@ -12,34 +12,22 @@ from hftengine.feeds.fake_dhan import fake_chain_body
 from hftengine.feeds.formats import DhanRecord
 from hftengine.feeds.replay import replay
 from hftengine.snapshot import ChainSnapshot
+from tests.factories import RecordingPublisher
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "replay"
 
 
-class CountingPublisher:
+class CountingPublisher(RecordingPublisher):
+    """The recording publisher, also noting when (on ``clock``, else monotonic time) each snapshot came."""
+
     def __init__(self, clock: SimClock | None = None) -> None:
+        super().__init__()
         self.clock = clock
         self.at: list[float] = []
-        self.dead: list[str] = []
 
     def publish(self, snapshot: ChainSnapshot) -> bool:
         self.at.append(self.clock.now if self.clock else time.monotonic())
-        return not snapshot.problems()
-
-    def dead_letter(
-        self,
-        *,
-        stage: str,
-        error_type: str,
-        reason: str,
-        value: bytes | None = None,
-        underlying: str | None = None,
-        key: bytes | None = None,
-    ) -> None:
-        self.dead.append(reason)
-
-    def flush(self, timeout: float = 30.0) -> int:
-        return 0
+        return super().publish(snapshot)
 
 
 class SimClock:

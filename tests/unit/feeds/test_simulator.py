@@ -31,6 +31,7 @@ from hftengine.feeds.simulator import (
     wall_shift,
 )
 from hftengine.snapshot import LEG_FIELDS, ChainSnapshot
+from tests.factories import RecordingPublisher
 
 MONDAY = datetime(2026, 11, 16, 9, 15, tzinfo=IST)  # NIFTY weekly expires Tue 17 Nov 2026
 
@@ -74,39 +75,18 @@ def same_snapshot(a: ChainSnapshot, b: ChainSnapshot) -> bool:
     )
 
 
-class FakePublisher:
-    """In-memory ``Publisher``: keeps valid snapshots, counts refused ones."""
+class FakePublisher(RecordingPublisher):
+    """The recording publisher, refusing the snapshots ``refuse`` picks (dead-lettered)."""
 
     def __init__(self, refuse: Callable[[ChainSnapshot], bool] = lambda s: False) -> None:
-        self.sent: list[ChainSnapshot] = []
-        self.dead: list[str] = []
-        self.flushed = 0
+        super().__init__()
         self._refuse = refuse
 
     def publish(self, snapshot: ChainSnapshot) -> bool:
-        problems = snapshot.problems()
-        if problems or self._refuse(snapshot):
-            reason = "; ".join(problems) or "refused"
-            self.dead_letter(stage="feed", error_type="invalid_chain", reason=reason)
+        if self._refuse(snapshot):
+            self.dead_letter(stage="feed", error_type="invalid_chain", reason="refused")
             return False
-        self.sent.append(snapshot)
-        return True
-
-    def dead_letter(
-        self,
-        *,
-        stage: str,
-        error_type: str,
-        reason: str,
-        value: bytes | None = None,
-        underlying: str | None = None,
-        key: bytes | None = None,
-    ) -> None:
-        self.dead.append(reason)
-
-    def flush(self, timeout: float = 30.0) -> int:
-        self.flushed += 1
-        return 0
+        return super().publish(snapshot)
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -364,8 +344,8 @@ def test_run_simulator_respects_steps_and_reports_stats() -> None:
     )
     assert isinstance(stats, SimulatorStats)
     assert (stats.ticks, stats.snapshots, stats.dead_lettered) == (5, 20, 0)
-    assert stats.contracts == sum(s.n_contracts for s in publisher.sent) == 20 * 2 * 61
-    assert len(publisher.sent) == 20 and publisher.flushed == 1
+    assert stats.contracts == sum(s.n_contracts for s in publisher.published) == 20 * 2 * 61
+    assert len(publisher.published) == 20 and publisher.flushes == 1
     assert calls == [(t, 4 * t) for t in range(1, 6)]
     assert stats.elapsed > 0 and stats.contracts_per_second > 0
 
