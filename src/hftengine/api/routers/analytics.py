@@ -12,6 +12,7 @@ from hftengine.storage.history import (
     METRIC_RAW_FIELDS,
     METRIC_ROLLUP_FIELDS,
     FieldError,
+    Kind,
     choose_bucket,
     parse_fields,
 )
@@ -30,6 +31,18 @@ def time_window(start: datetime | None, end: datetime | None, default_span: time
     if start >= end:
         raise HTTPException(422, "'from' must be before 'to'")
     return start, end
+
+
+def history_bucket(
+    kind: Kind, bucket: str, start: datetime, end: datetime, fields: str | None, min_points: int
+) -> tuple[str, tuple[str, ...]]:
+    """The resolved bucket (``auto`` picks one) and the column names of a history request; 422
+    when the bucket or a field is unknown."""
+    try:
+        resolved = choose_bucket(bucket, start, end, kind=kind, fields=fields, min_points=min_points)
+        return resolved, parse_fields(kind, resolved, fields)
+    except FieldError as exc:
+        raise HTTPException(422, str(exc)) from exc
 
 
 @router.get("/{underlying}/metrics/latest", summary="Latest chain metrics per expiry")
@@ -64,11 +77,7 @@ async def metrics_history(
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_ROWS)] = 1000,
 ) -> dict[str, Any]:
     start, end = time_window(start, end, timedelta(hours=1))
-    try:
-        resolved = choose_bucket(bucket, start, end, kind="metrics", fields=fields, min_points=min_points)
-        names = parse_fields("metrics", resolved, fields)
-    except FieldError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    resolved, names = history_bucket("metrics", bucket, start, end, fields, min_points)
     rows = await queries.metrics_history(underlying, expiry, start, end, limit, bucket=resolved, fields=fields)
     return {"underlying": underlying, "from": start, "to": end, "bucket": resolved, "fields": list(names),
             "count": len(rows), "metrics": rows, "truncated": len(rows) == limit}

@@ -7,15 +7,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Query
 
 from hftengine.api.deps import QueriesDep, UnderlyingDep
-from hftengine.api.routers.analytics import MAX_HISTORY_ROWS, time_window
+from hftengine.api.routers.analytics import MAX_HISTORY_ROWS, history_bucket, time_window
 from hftengine.storage.history import (
     BUCKET_CHOICES,
     CONTRACT_RAW_FIELDS,
     CONTRACT_ROLLUP_FIELDS,
     DEFAULT_MIN_POINTS,
-    FieldError,
-    choose_bucket,
-    parse_fields,
 )
 
 router = APIRouter(prefix="/v1/option-chain", tags=["option chain"])
@@ -66,11 +63,7 @@ async def contract_history(
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_ROWS)] = 1000,
 ) -> dict[str, Any]:
     start, end = time_window(start, end, timedelta(days=1))
-    try:
-        resolved = choose_bucket(bucket, start, end, kind="contract", fields=fields, min_points=min_points)
-        names = parse_fields("contract", resolved, fields)
-    except FieldError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    resolved, names = history_bucket("contract", bucket, start, end, fields, min_points)
     if expiry is None:
         expiry = await queries.pick_expiry(underlying, datetime.now(IST).date())
         if expiry is None:
