@@ -136,20 +136,22 @@ _ANALYTIC_SOURCES: tuple[tuple[str, type[np.generic]], ...] = (
 def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[list[bytes], int]:
     """COPY tuples for ``option_quotes`` (present legs) of many chains.
 
-    Columns are gathered with numpy across all chains of one underlying (text columns must have
-    one width per ``encode_rows`` call) and encoded in one pass, so the cost per chain is small.
+    Columns are gathered with numpy across all chains whose underlying names have the same
+    byte length (a text column has one width per ``encode_rows`` call) and encoded in one
+    pass, so the cost per chain is small.
     (``gex_profile`` is a view over these rows: nothing else is written per strike.)
     """
-    by_underlying: dict[str, list[dict[str, Any]]] = {}
+    by_width: dict[int, list[tuple[bytes, dict[str, Any]]]] = {}
     for rec in records:
-        by_underlying.setdefault(rec["snapshot"]["underlying"], []).append(rec)
+        name = rec["snapshot"]["underlying"].encode()
+        by_width.setdefault(len(name), []).append((name, rec))
     quotes: list[bytes] = []
     n_quotes = 0
-    for underlying, recs in by_underlying.items():
-        q: dict[str, list[Any]] = {name: [] for name in ("ts", "expiry", "strike", "option_type", "spot")}
+    for width, recs in by_width.items():
+        q: dict[str, list[Any]] = {name: [] for name in ("ts", "underlying", "expiry", "strike", "option_type", "spot")}
         q.update({name: [] for name, _, _ in _LEG_SOURCES})
         q.update({name: [] for name, _ in _ANALYTIC_SOURCES})
-        for rec in sorted(recs, key=lambda r: r["snapshot"]["exchange_ts"]):
+        for underlying, rec in recs:
             snap = rec["snapshot"]
             strikes = np.asarray(snap["strikes"], dtype=np.float64)
             ts, expiry, spot = pg_timestamp(snap["exchange_ts"]), pg_date(snap["expiry"]), float(snap["spot"])
@@ -161,6 +163,7 @@ def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[list[bytes], int]
                     continue
                 every = n == present.shape[0]  # the common case: no masking copies
                 q["ts"].append(np.full(n, ts, dtype=np.int64))
+                q["underlying"].append(np.full(n, underlying, dtype=f"S{width}"))
                 q["expiry"].append(np.full(n, expiry, dtype=np.int32))
                 q["strike"].append(strikes if every else strikes[present])
                 q["option_type"].append(np.full(n, tag, dtype="S2"))
@@ -174,7 +177,6 @@ def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[list[bytes], int]
                 n_quotes += n
         if q["ts"]:
             values: dict[str, Any] = {k: np.concatenate(v) for k, v in q.items()}
-            values["underlying"] = underlying.encode()
             quotes.append(encode_rows(QUOTE_COLUMNS, values, int(values["ts"].shape[0])))
     return quotes, n_quotes
 
