@@ -371,7 +371,8 @@ def main() -> None:
                 )
             )
         pub = KafkaPublisher(
-            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, linger_ms=10
+            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, linger_ms=10,
+            compression=s.feed_compression,
         )
         obs = Observer(dsn)
         obs.start()

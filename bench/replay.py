@@ -68,7 +68,10 @@ def make_publisher() -> tuple[Publisher, str]:
         from hftengine.feeds.publisher import KafkaPublisher
 
         s = Settings()
-        return KafkaPublisher(bootstrap, registry, s.raw_topic, s.deadletter_topic), f"Kafka {bootstrap}"
+        return (
+            KafkaPublisher(bootstrap, registry, s.raw_topic, s.deadletter_topic, compression=s.feed_compression),
+            f"Kafka {bootstrap}",
+        )
     return AvroEncodingPublisher(), "fastavro schemaless_writer (no broker)"
 
 

@@ -226,7 +226,9 @@ def feed_sim(
     names = [u.strip().upper() for u in underlyings.split(",")] if underlyings else None
     with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
         assert s.kafka_bootstrap
-        publisher = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+        publisher = KafkaPublisher(
+            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, compression=s.feed_compression
+        )
         kwargs: dict[str, Any] = {"strikes_per_side": strikes_per_side, "expiries_per_underlying": expiries}
         seed = s.sim_seed if seed is None else seed
         sim = (MarketSimulator.with_demo_scenarios(seed, names, **kwargs) if scenarios
@@ -275,7 +277,9 @@ def feed_dhan(
                             requests_per_second=rate or settings.dhan_requests_per_second, n_expiries=n_expiries)
     with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
         assert s.kafka_bootstrap
-        publisher = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+        publisher = KafkaPublisher(
+            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, compression=s.feed_compression
+        )
 
         async def run() -> Any:
             stop = asyncio.Event()
@@ -309,7 +313,9 @@ def feed_replay(
     settings = _settings(data_dir)
     with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
         assert s.kafka_bootstrap
-        publisher = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+        publisher = KafkaPublisher(
+            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, compression=s.feed_compression
+        )
         stats = replay([str(p) for p in path], publisher, factor, fmt, progress)
         publisher.close(30)
     _report_replay(stats)

@@ -60,7 +60,7 @@ class KafkaPublisher:
 
     def __init__(
         self, bootstrap: str, registry_url: str, raw_topic: str, deadletter_topic: str,
-        *, linger_ms: int = 5, on_delivery_error: Callable[[str], None] | None = None,
+        *, linger_ms: int = 5, compression: str = "lz4", on_delivery_error: Callable[[str], None] | None = None,
     ) -> None:
         from confluent_kafka import Producer
 
@@ -74,6 +74,7 @@ class KafkaPublisher:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
+            "compression.type": compression,
             "message.max.bytes": 8_000_000,
             "log.connection.close": False,
         })
