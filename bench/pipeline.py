@@ -400,6 +400,7 @@ def main() -> None:
             )
         finally:
             obs.stop.set()
+            pub.close(10)  # before the broker stops: no reconnect noise from a dangling producer
             for p in procs:
                 p.terminate()
             for p in procs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -200,3 +201,38 @@ def test_gex_profile_is_a_view_over_the_legs(migrated_dsn: str) -> None:
         else:
             assert put == pytest.approx(rec["pe_analytics"]["gex"][i])
             assert net == pytest.approx(call + put)
+
+
+def test_instruments_follow_the_listing(migrated_dsn: str) -> None:
+    """One row per listed leg; a relisted contract takes the newest security id and keeps its
+    earliest first_seen, in one batch or across batches; a replay changes nothing."""
+    first = make_chain(n_strikes=5, ts=T0)
+    present = np.ones(5, dtype=bool)
+    present[4] = False
+    first = replace(first, pe=first.pe.replace(present=present))
+    later = replace(first, exchange_ts=T0 + timedelta(seconds=5), received_ts=T0 + timedelta(seconds=5),
+                    pe=first.pe.replace(present=np.ones(5, dtype=bool), security_id=first.pe.security_id + 1000))
+    newest = replace(later, exchange_ts=T0 + timedelta(seconds=9), received_ts=T0 + timedelta(seconds=9),
+                     ce=later.ce.replace(security_id=later.ce.security_id + 7))
+
+    def listing() -> dict[tuple[float, str], tuple[int, datetime]]:
+        with psycopg.connect(migrated_dsn) as conn:
+            rows = conn.execute("SELECT strike, option_type, security_id, first_seen FROM instruments").fetchall()
+        return {(k, t): (sid, ts) for k, t, sid, ts in rows}
+
+    with PostgresChainStore(migrated_dsn) as store:
+        store.write([enriched_for(later), enriched_for(first)])  # one batch, out of order
+        got = listing()
+        assert len(got) == 10
+        for i, k in enumerate(first.strikes):
+            assert got[(k, "CE")] == (first.ce.security_id[i], T0)
+            seen = T0 if i < 4 else T0 + timedelta(seconds=5)  # the fifth put is listed from `later` on
+            assert got[(k, "PE")] == (later.pe.security_id[i], seen)
+        store.write([enriched_for(newest)])
+        after = listing()
+    for i, k in enumerate(first.strikes):
+        assert after[(k, "CE")] == (newest.ce.security_id[i], T0)
+        assert after[(k, "PE")] == got[(k, "PE")]
+    with PostgresChainStore(migrated_dsn) as replaying:  # a restarted sink replays the batches
+        replaying.write([enriched_for(first), enriched_for(newest)])
+    assert listing() == after

@@ -43,6 +43,18 @@ from hftengine.storage.pgcopy import HEADER, TRAILER, Column, encode_rows, pg_da
 
 log = logging.getLogger(__name__)
 
+#: ``instruments`` columns as the sink stages them (see ``PostgresChainStore._write_instruments``).
+INSTRUMENT_COLUMNS: tuple[Column, ...] = (
+    Column("underlying", "text"),
+    Column("expiry", "date"),
+    Column("strike", "float8"),
+    Column("option_type", "text"),
+    Column("security_id", "int8"),
+    Column("lot_size", "int4"),
+    Column("first_seen", "timestamptz"),
+)
+INSTRUMENT_COLUMN_LIST = ", ".join(c.name for c in INSTRUMENT_COLUMNS)
+
 QUOTE_COLUMNS: tuple[Column, ...] = (
     Column("ts", "timestamptz"),
     Column("underlying", "text"),
@@ -344,35 +356,47 @@ class PostgresChainStore:
         return new_keys, quote_rows
 
     def _write_instruments(self, cur: psycopg.Cursor[Any], fresh: list[dict[str, Any]]) -> dict[tuple[str, date], int]:
-        """Upsert ``instruments`` for chains whose listed contracts changed since this store last looked."""
+        """Upsert ``instruments`` for chains whose listed contracts changed since this store last looked.
+
+        The listed legs go in with one binary COPY into a temporary stage; per contract the newest
+        snapshot's security id and lot size win and ``first_seen`` is the earliest listing (in the
+        table and in the batch). Upserted in key order, so concurrent sinks lock rows in one order.
+        """
         changed: dict[tuple[str, date], int] = {}
-        rows: list[tuple[Any, ...]] = []
+        parts: list[bytes] = []
         for rec in sorted(fresh, key=lambda r: r["snapshot"]["exchange_ts"]):
             s = rec["snapshot"]
             chain = (s["underlying"], s["expiry"])
             strikes = np.asarray(s["strikes"], dtype=np.float64)
             ids = [np.asarray(s[side]["security_id"], dtype=np.int64) for side in ("ce", "pe")]
             present = [np.asarray(s[side]["present"], dtype=bool) for side in ("ce", "pe")]
+            lot_size = int(s["lot_size"])
             signature = hash((strikes.tobytes(), *(i.tobytes() for i in ids), *(p.tobytes() for p in present),
-                              int(s["lot_size"])))
+                              lot_size))
             if self._strike_sets.get(chain) == signature or changed.get(chain) == signature:
                 continue
-            changed[chain] = signature
-            for tag, sid, mask in zip(("CE", "PE"), ids, present, strict=True):
-                rows.extend((chain[0], chain[1], float(k), tag, int(i), int(s["lot_size"]), s["exchange_ts"])
-                            for k, i in zip(strikes[mask], sid[mask], strict=True))
-        if rows:
-            unique_rows = {r[:4]: r for r in rows}  # the newest snapshot's listing wins
+            changed[chain] = signature  # the newest snapshot's listing is what this store remembers
+            common = {"underlying": chain[0].encode(), "expiry": pg_date(chain[1]), "lot_size": lot_size,
+                      "first_seen": pg_timestamp(s["exchange_ts"])}
+            for tag, sid, mask in zip((b"CE", b"PE"), ids, present, strict=True):
+                if mask.any():
+                    parts.append(encode_rows(INSTRUMENT_COLUMNS, {
+                        **common, "strike": strikes[mask], "option_type": tag, "security_id": sid[mask],
+                    }, int(mask.sum())))
+        if parts:
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage_instruments (LIKE instruments) ON COMMIT DELETE ROWS")
+            with cur.copy(f"COPY stage_instruments ({INSTRUMENT_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(HEADER + b"".join(parts) + TRAILER)
             cur.execute(
-                "INSERT INTO instruments (underlying, expiry, strike, option_type, security_id, lot_size, first_seen) "
-                "SELECT * FROM unnest(%s::text[], %s::date[], %s::float8[], %s::text[], %s::int8[], %s::int4[], "
-                "%s::timestamptz[]) ORDER BY 1, 2, 3, 4 "
+                f"INSERT INTO instruments ({INSTRUMENT_COLUMN_LIST}) "
+                "SELECT DISTINCT ON (underlying, expiry, strike, option_type) underlying, expiry, strike, option_type, "
+                "security_id, lot_size, min(first_seen) OVER (PARTITION BY underlying, expiry, strike, option_type) "
+                "FROM stage_instruments ORDER BY underlying, expiry, strike, option_type, first_seen DESC "
                 "ON CONFLICT (underlying, expiry, strike, option_type) DO UPDATE SET "
                 "security_id = EXCLUDED.security_id, lot_size = EXCLUDED.lot_size, "
                 "first_seen = least(instruments.first_seen, EXCLUDED.first_seen) "
                 "WHERE (instruments.security_id, instruments.lot_size) IS DISTINCT FROM "
-                "(EXCLUDED.security_id, EXCLUDED.lot_size) OR EXCLUDED.first_seen < instruments.first_seen",
-                [list(col) for col in zip(*sorted(unique_rows.values()), strict=True)],
+                "(EXCLUDED.security_id, EXCLUDED.lot_size) OR EXCLUDED.first_seen < instruments.first_seen"
             )
         return changed
 
