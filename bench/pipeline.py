@@ -242,12 +242,64 @@ class Observer(threading.Thread):
                 self.stop.wait(0.05)
 
 
+class CpuMeter:
+    """CPU time by component, from the process table (psutil, a test dependency; None without it).
+
+    workers: the worker processes this bench started and their children; broker: Tansu;
+    database: the PostgreSQL server whose data directory is under ``root`` (embedded; an external
+    DATABASE_URL server is not on this machine's books); feed+observer: this process (the
+    simulated feed's encoding and producing, and the freshness observer).
+    """
+
+    def __init__(self, worker_pids: list[int], root: Path) -> None:
+        try:
+            import psutil
+        except ImportError:
+            self.psutil = None
+            return
+        self.psutil = psutil
+        self.worker_pids = set(worker_pids)
+        self.root = str(root)
+
+    def sample(self) -> dict[str, float] | None:
+        if self.psutil is None:
+            return None
+        totals = dict.fromkeys(("workers", "broker", "database", "feed+observer"), 0.0)
+        me = os.getpid()
+        for proc in self.psutil.process_iter(["pid", "ppid", "name", "cmdline", "cpu_times"]):
+            info = proc.info
+            cmd = " ".join(info["cmdline"] or [])
+            times = info["cpu_times"]
+            if times is None:
+                continue
+            if info["pid"] == me:
+                group = "feed+observer"
+            elif info["pid"] in self.worker_pids or info["ppid"] in self.worker_pids:
+                group = "workers"
+            elif "tansu" in (info["name"] or "") or "tansu" in cmd.split(" ")[0]:
+                group = "broker"
+            elif info["name"] == "postgres" and (self.root in cmd or self._postmaster_under_root(info["ppid"])):
+                group = "database"
+            else:
+                continue
+            totals[group] += times.user + times.system
+        return totals
+
+    def _postmaster_under_root(self, ppid: int) -> bool:
+        try:
+            return self.root in " ".join(self.psutil.Process(ppid).cmdline())
+        except self.psutil.Error:
+            return False
+
+
 def run_rate(
-    pub: KafkaPublisher, pool: list[ChainSnapshot], contracts_per_s: float, seconds: float, obs: Observer
-) -> dict[str, float]:
+    pub: KafkaPublisher, pool: list[ChainSnapshot], contracts_per_s: float, seconds: float, obs: Observer,
+    meter: CpuMeter | None = None,
+) -> dict[str, Any]:
     per_chain = statistics.mean(s.n_contracts for s in pool)
     chains_per_s = contracts_per_s / per_chain
     sent_contracts = 0
+    cpu0 = meter.sample() if meter else None
     t0 = time.perf_counter()
     start_wall = time.time()
     k = 0
@@ -262,6 +314,10 @@ def run_rate(
         time.sleep(0.001)
     pub.flush(60)
     offered = sent_contracts / (time.perf_counter() - t0)
+    cpu1 = meter.sample() if meter else None
+    cores = (
+        {g: (cpu1[g] - cpu0[g]) / (time.perf_counter() - t0) for g in cpu1} if cpu0 is not None and cpu1 else None
+    )
     deadline = time.time() + 30
     n_before = len(obs.samples)
     while time.time() < deadline:  # drain
@@ -284,6 +340,7 @@ def run_rate(
         "p50": pct(fresh, 50),
         "p99": pct(fresh, 99),
         "chains": k,
+        "cores": cores,
     }
 
 
@@ -376,6 +433,7 @@ def main() -> None:
         )
         obs = Observer(dsn)
         obs.start()
+        meter = CpuMeter([p.pid for p in procs], tmp)
         try:
             print("\n   warming up (group join, first batches)…")
             run_rate(pub, pool, 5_000, 8.0, obs)
@@ -385,14 +443,17 @@ def main() -> None:
             )
             print(
                 f"   {'offered c/s':>12}{'stored c/s':>12}{'stored/sent':>12}{'p50 fresh s':>12}{'p99 fresh s':>12}"
+                "   CPU cores while offering: workers / broker / database / feed+observer"
             )
             best = 0.0
             for rate in rates:
-                r = run_rate(pub, pool, rate, seconds, obs)
+                r = run_rate(pub, pool, rate, seconds, obs, meter)
                 best = max(best, r["stored_rate"] if r["p99"] <= 2.0 else 0.0)
+                cores = r["cores"]
+                split = " / ".join(f"{v:.2f}" for v in cores.values()) if cores else "(install psutil)"
                 print(
                     f"   {r['offered']:>12,.0f}{r['stored_rate']:>12,.0f}{r['stored'] / max(r['sent'], 1):>12.2%}"
-                    f"{r['p50']:>12.3f}{r['p99']:>12.3f}"
+                    f"{r['p50']:>12.3f}{r['p99']:>12.3f}   {split}"
                 )
             print(
                 f"\n   best sustained rate with p99 freshness <= 2 s: {best:,.0f} contracts/s "
