@@ -466,6 +466,10 @@ def refine(a: FloatArray, p: FloatArray, s0: FloatArray) -> tuple[FloatArray, Bo
     Bracketed order-3 Householder iteration on ``ln p(s) − ln p*`` (``erfcx`` form, no
     underflow); a step that leaves the bracket is replaced by bisection (geometric
     when the bracket is finite). Returns ``s`` and a converged mask.
+
+    The rows are few (a chain's far wings), so every iteration works on all of them and
+    freezes the converged ones with masks instead of gathering and scattering the active
+    ones: a third of the numpy calls per iteration, the same arithmetic in the same order.
     """
     n = a.shape[0]
     s = np.where(np.isfinite(s0) & (s0 > 0.0), s0, _fallback_guess(a, p))
@@ -473,45 +477,72 @@ def refine(a: FloatArray, p: FloatArray, s0: FloatArray) -> tuple[FloatArray, Bo
     hi = np.full(n, np.inf)
     log_target = np.log(p)
     done = np.zeros(n, dtype=np.bool_)
+    mul, add, sub, div, where = np.multiply, np.add, np.subtract, np.divide, np.where
     with np.errstate(all="ignore"):
         for _ in range(_MAX_REFINE_ITERATIONS):
-            act = ~done
-            if not act.any():
+            if _count_nonzero(done) == n:
                 break
-            idx = np.flatnonzero(act)
-            aa, ss = a[idx], s[idx]
-            log_p, w = _log_otm_price(aa, ss)
-            g = log_p - log_target[idx]
-            above = g > 0.0
-            hi[idx] = np.where(above, np.minimum(hi[idx], ss), hi[idx])
-            lo[idx] = np.where(above, lo[idx], np.maximum(lo[idx], ss))
-            inv_s = 1.0 / ss
-            xs2 = (aa * inv_s) ** 2
-            h2 = xs2 * inv_s - 0.25 * ss
-            h3 = h2 * h2 - 3.0 * xs2 * inv_s * inv_s - 0.25
-            big_h2 = h2 - w
-            big_h3 = h3 - 3.0 * h2 * w + 2.0 * w * w
-            nu = -g / w
-            step = nu * (1.0 + 0.5 * big_h2 * nu) / (1.0 + nu * (big_h2 + big_h3 * nu / 6.0))
-            lo_i, hi_i = lo[idx], hi[idx]
-            new = ss + step
-            inside = np.isfinite(new) & (new > 0.0) & (new >= lo_i) & (new <= hi_i)
-            newton = ss + nu
-            newton_inside = np.isfinite(newton) & (newton > 0.0) & (newton >= lo_i) & (newton <= hi_i)
-            bisect = np.where(
-                np.isfinite(hi_i),
-                np.where(lo_i > 0.0, np.sqrt(lo_i * hi_i), 0.5 * hi_i),
-                2.0 * np.maximum(ss, lo_i),
+            log_p, w = _log_otm_price(a, s)
+            g = sub(log_p, log_target)
+            live = ~done
+            up = g > _K_ZERO
+            hi = where(up & live, np.minimum(hi, s), hi)
+            lo = where(live & ~up, np.maximum(lo, s), lo)  # ~up: also a NaN g
+            inv_s = div(_K_ONE, s)
+            xs2 = mul(a, inv_s)
+            mul(xs2, xs2, xs2)
+            h2 = mul(xs2, inv_s)
+            sub(h2, mul(s, _K_QUARTER), h2)
+            h3 = mul(h2, h2)
+            t = mul(xs2, _K_THREE)
+            mul(t, inv_s, t)
+            mul(t, inv_s, t)
+            sub(h3, t, h3)
+            sub(h3, _K_QUARTER, h3)
+            big_h2 = sub(h2, w)
+            big_h3 = mul(h2, _K_THREE)
+            mul(big_h3, w, big_h3)
+            sub(h3, big_h3, big_h3)
+            mul(w, _K_TWO, t)
+            mul(t, w, t)
+            add(big_h3, t, big_h3)
+            nu = np.negative(g)
+            div(nu, w, nu)
+            num = mul(big_h2, _K_HALF)
+            mul(num, nu, num)
+            add(_K_ONE, num, num)
+            mul(nu, num, num)
+            den = mul(big_h3, nu)
+            div(den, _K_SIX, den)
+            add(big_h2, den, den)
+            mul(nu, den, den)
+            add(_K_ONE, den, den)
+            new = add(s, div(num, den, num))
+            newton = add(s, nu)
+            bisect = where(
+                np.isfinite(hi),
+                where(lo > _K_ZERO, np.sqrt(mul(lo, hi)), mul(_K_HALF, hi)),
+                mul(_K_TWO, np.maximum(s, lo)),
             )
-            new = np.where(inside, new, np.where(newton_inside, newton, bisect))
-            exact = np.abs(g) <= 16.0 * _EPS  # ln p matches to round-off: keep this point
-            new = np.where(exact, ss, new)
-            conv = exact | (np.abs(new - ss) <= 4.0 * S_REL_TOL * new)
-            conv |= np.isfinite(hi_i) & (hi_i - lo_i <= 4.0 * _EPS * hi_i)
-            s[idx] = new
-            done[idx] = conv
+            new = where(_in_bracket(new, lo, hi), new, where(_in_bracket(newton, lo, hi), newton, bisect))
+            exact = np.abs(g) <= _K_EXACT
+            new = where(exact, s, new)
+            conv = np.abs(sub(new, s)) <= mul(_K_STEP_TOL, new)
+            conv |= exact
+            conv |= np.isfinite(hi) & (sub(hi, lo) <= mul(_K_BRACKET_TOL, hi))
+            s = where(done, s, new)
+            done |= conv
     ok = done & np.isfinite(s) & (s > 0.0)
     return s, ok
+
+
+def _in_bracket(x: FloatArray, lo: FloatArray, hi: FloatArray) -> BoolArray:
+    """``x`` finite, positive and inside ``[lo, hi]``."""
+    inside = np.isfinite(x)
+    inside &= x > _K_ZERO
+    inside &= x >= lo
+    inside &= x <= hi
+    return inside
 
 
 def _const(value: float) -> FloatArray:
@@ -523,7 +554,12 @@ def _const(value: float) -> FloatArray:
     return arr
 
 
+_K_ZERO: Final = _const(0.0)
 _K_ONE: Final = _const(1.0)
+_K_SIX: Final = _const(6.0)
+_K_EXACT: Final = _const(16.0 * _EPS)
+_K_STEP_TOL: Final = _const(4.0 * S_REL_TOL)
+_K_BRACKET_TOL: Final = _const(4.0 * _EPS)
 _K_TWO: Final = _const(2.0)
 _K_THREE: Final = _const(3.0)
 _K_HALF: Final = _const(0.5)
