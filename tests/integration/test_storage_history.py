@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -358,3 +359,60 @@ async def test_api_history_rejects_bad_requests(api: httpx.AsyncClient, path: st
     r = await api.get(path, params=params)
     assert r.status_code == 422
     assert message in r.text
+
+
+def test_deferred_sink_does_not_wait_for_a_running_refresh(make_database: Callable[..., str]) -> None:
+    """A refresh holds every watermark row while it materializes (seconds at high rates). A deferred
+    sink writes rows in a chain's open minute without waiting for it; a late row, or a chain the
+    refresh may be closing as idle, still waits and is folded in once the refresh commits."""
+    dsn = make_database(migrated=True)
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = floor_bucket(now, "1m") - timedelta(minutes=3)
+
+    def snap(ts: datetime, expiry: date = E1, seed: int = 0) -> dict[str, Any]:
+        return enriched_for(make_chain(ts=ts, expiry=expiry, n_strikes=5, seed=seed))
+
+    with PostgresChainStore(dsn, rollup_mode="deferred") as store:
+        store.write([snap(start + timedelta(seconds=20 * i), seed=i) for i in range(9)])  # 3 minutes of E1
+        store.write([snap(start + timedelta(seconds=20 * i), E2, i) for i in range(9)])
+    refresh_rollups(dsn)  # watermarks at the newest minute of each chain
+    with psycopg.connect(dsn) as conn:
+        marks = {(u, e): w for u, e, w in conn.execute(
+            "SELECT underlying, expiry, materialized_until FROM rollup_watermarks")}
+        conn.execute("UPDATE chain_metrics SET stored_ts = stored_ts - interval '20 minutes' WHERE expiry = %s",
+                     (E2,))  # E2 looks idle to a refresh: a new E2 row may land in what it closes
+        conn.commit()
+    assert marks[("NIFTY", E1)] == start + timedelta(minutes=2)
+
+    def write_in_thread(records: list[dict[str, Any]]) -> threading.Thread:
+        def run() -> None:
+            with PostgresChainStore(dsn, rollup_mode="deferred") as store:
+                store.write(records)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    refresh = psycopg.connect(dsn)  # stands in for a long refresh: holds every watermark row
+    refresh.execute("SELECT * FROM rollup_watermarks FOR UPDATE")
+    try:
+        in_order = write_in_thread([snap(start + timedelta(minutes=2, seconds=50), seed=50)])
+        late = write_in_thread([snap(start + timedelta(seconds=50), seed=51)])  # below E1's watermark
+        idle = write_in_thread([snap(start + timedelta(minutes=2, seconds=50), E2, 52)])
+        in_order.join(10)
+        assert not in_order.is_alive(), "an in-order snapshot waited for the refresh"
+        late.join(1.5)
+        idle.join(0.1)
+        assert late.is_alive() and idle.is_alive(), "a late row or an idle chain did not wait"
+    finally:
+        refresh.commit()
+        refresh.close()
+    late.join(10)
+    idle.join(10)
+    assert not late.is_alive() and not idle.is_alive()
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute("SELECT count(*) FROM chain_metrics").fetchone()
+        late_bucket = conn.execute(
+            "SELECT DISTINCT n_snapshots, last_ts FROM option_quotes_1m "
+            "WHERE underlying = 'NIFTY' AND expiry = %s AND ts = %s", (E1, start)).fetchall()
+    assert stored == (21,)
+    assert late_bucket == [(4, start + timedelta(seconds=50))]  # 0, 20, 40 s and the late 50 s

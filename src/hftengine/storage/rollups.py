@@ -25,7 +25,7 @@ the open buckets (after W) from 1 m rows and raw rows: see ``history``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -294,18 +294,62 @@ def materialize(cur: psycopg.Cursor[Any], plans: dict[Chain, dict[str, list[Rang
     return written
 
 
-def lock_watermarks(cur: psycopg.Cursor[Any], chains: Sequence[Chain]) -> dict[Chain, datetime | None]:
-    """Create missing watermark rows and lock them (sorted, so concurrent writers never deadlock)."""
+#: A deferred-mode sink does not wait for a watermark row that another transaction holds (the
+#: scheduled refresh, for the whole of its materialization) when the chain's newest snapshot was
+#: stored within this interval and none of the sink's rows reach back before that snapshot's minute:
+#: such rows lie in the chain's open minute, which no refresh materializes (it closes a chain up to
+#: its newest minute, or to the end of the day only once it has been idle for ``idle`` >= 10 min).
+BUSY_CHAIN_RECENT = timedelta(minutes=1)
+
+
+def lock_watermarks(
+    cur: psycopg.Cursor[Any], chains: Sequence[Chain], pending: Mapping[Chain, Sequence[datetime]] | None = None
+) -> dict[Chain, datetime | None]:
+    """Create missing watermark rows and lock them (sorted, so concurrent writers never deadlock).
+
+    ``pending`` (a deferred-mode sink: the snapshot times it is about to write, per chain): chains
+    whose rows another transaction holds are not waited for when none of the pending rows can be
+    late for them (see :data:`BUSY_CHAIN_RECENT`); their committed watermark is returned, unlocked,
+    and the sink folds nothing into their rollups. If any chain must be waited for, every lock is
+    given up and all are taken in order, as without ``pending``.
+    """
     keys = sorted(set(chains))
     us, es = [k[0] for k in keys], [k[1] for k in keys]
     cur.execute(
         "INSERT INTO rollup_watermarks (underlying, expiry) SELECT * FROM unnest(%s::text[], %s::date[]) "
         "ORDER BY 1, 2 ON CONFLICT DO NOTHING", (us, es))
-    cur.execute(
+    select = (
         "SELECT w.underlying, w.expiry, w.materialized_until FROM rollup_watermarks w "
         "JOIN unnest(%s::text[], %s::date[]) AS k(u, e) ON w.underlying = k.u AND w.expiry = k.e "
-        "ORDER BY 1, 2 FOR UPDATE OF w", (us, es))
-    return {(u, e): w for u, e, w in cur.fetchall()}
+        "ORDER BY 1, 2 FOR UPDATE OF w"
+    )
+    if pending is None:
+        cur.execute(select, (us, es))
+        return {(u, e): w for u, e, w in cur.fetchall()}
+    cur.execute("SAVEPOINT hft_watermarks")
+    cur.execute(select + " SKIP LOCKED", (us, es))
+    marks: dict[Chain, datetime | None] = {(u, e): w for u, e, w in cur.fetchall()}
+    busy = [k for k in keys if k not in marks]
+    if busy:
+        cur.execute(
+            "SELECT k.u, k.e, w.materialized_until, l.ts, m.stored_ts > clock_timestamp() - %s "
+            "FROM unnest(%s::text[], %s::date[]) AS k(u, e) "
+            "JOIN rollup_watermarks w ON w.underlying = k.u AND w.expiry = k.e "
+            "LEFT JOIN chain_latest l ON l.underlying = k.u AND l.expiry = k.e "
+            "LEFT JOIN chain_metrics m ON m.underlying = l.underlying AND m.expiry = l.expiry AND m.ts = l.ts",
+            (BUSY_CHAIN_RECENT, [k[0] for k in busy], [k[1] for k in busy]))
+        for u, e, mark, latest, recent in cur.fetchall():
+            times = pending.get((u, e), ())
+            first = min(times, default=None)
+            if first is None or latest is None or not recent or first < floor_bucket(latest, "1m") or (
+                    mark is not None and first < mark):
+                cur.execute("ROLLBACK TO SAVEPOINT hft_watermarks")  # hold nothing while waiting: no deadlock
+                cur.execute(select, (us, es))
+                marks = {(u2, e2): w for u2, e2, w in cur.fetchall()}
+                break
+            marks[(u, e)] = mark
+    cur.execute("RELEASE SAVEPOINT hft_watermarks")
+    return marks
 
 
 def first_snapshot_ts(cur: psycopg.Cursor[Any], chains: Sequence[Chain]) -> dict[Chain, datetime | None]:
