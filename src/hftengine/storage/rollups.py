@@ -200,23 +200,59 @@ def group_by(family: RollupFamily, alias: str) -> sql.Composed:
 def _materialize_sql(family: RollupFamily, level: str) -> sql.Composed:
     """INSERT ... SELECT the ``level`` buckets of the chain ranges given as four arrays, all inside
     ``[%s, %s)``: the source is read by time once for every chain of the call (BRIN on ts for raw
-    rows, which have no per-row btree), joined to the chains by hash, and grouped by series key."""
+    rows, which have no per-row btree) and joined to the chains by hash.
+
+    One sort by series and time, newest first, serves everything: whole-bucket window aggregates
+    (count, min, max; "first" is the frame's last value), and ``DISTINCT ON`` keeps each bucket's
+    newest row, whose own columns are the "last" values. The same result as :func:`aggregate_select`'s
+    grouped ``array_agg`` (which history queries use on open buckets), without building an array per
+    column and bucket: 1.7x faster on a minute of 180 chains (2.0 M quote rows).
+    """
     from_raw = level == "1m"
     source = family.source if from_raw else family.table(PARENT[level])
+    a = sql.Identifier("s")
+
+    def col(name: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(a, sql.Identifier(name))
+
+    part = sql.SQL(", ").join([bucket_expr(level, col("ts")), *(col(k) for k in family.keys)])
+    order = col("ts") if from_raw else col("last_ts")  # finer buckets do not overlap: last_ts orders them
+    items: list[sql.Composable] = [sql.SQL("{} AS ts").format(bucket_expr(level, col("ts")))]
+    items += [col(k) for k in family.keys]
+    if from_raw:
+        items += [sql.SQL("count(*) OVER w AS n_snapshots"), sql.SQL("min({}) OVER w AS first_ts").format(col("ts")),
+                  sql.SQL("max({}) OVER w AS last_ts").format(col("ts"))]
+    else:
+        items += [sql.SQL("(sum({}) OVER w)::bigint AS n_snapshots").format(col("n_snapshots")),
+                  sql.SQL("min({}) OVER w AS first_ts").format(col("first_ts")),
+                  sql.SQL("max({}) OVER w AS last_ts").format(col("last_ts"))]
+    for c in family.columns:
+        src = col(c.source if from_raw else c.name)
+        name = sql.Identifier(c.name)
+        if c.kind == "first":
+            items.append(sql.SQL("last_value({}) OVER w AS {}").format(src, name))
+        elif c.kind == "last":
+            items.append(sql.SQL("{} AS {}").format(src, name))
+        else:
+            items.append(sql.SQL("{}({}) OVER w AS {}").format(sql.SQL(c.kind), src, name))
     names = family.column_names
     updates = [n for n in names if n not in family.primary_key]
     return sql.SQL(
-        "INSERT INTO {table} ({cols}) SELECT {select} FROM {source} s "
+        "INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({part}) {select} FROM {source} s "
         "JOIN unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) AS r(u, e, lo, hi) "
         "ON s.underlying = r.u AND s.expiry = r.e AND s.ts >= r.lo AND s.ts < r.hi "
-        "WHERE s.ts >= %s AND s.ts < %s {group} "
+        "WHERE s.ts >= %s AND s.ts < %s "
+        "WINDOW w AS (PARTITION BY {part} ORDER BY {order} DESC "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) "
+        "ORDER BY {part}, {order} DESC "
         "ON CONFLICT ({pk}) DO UPDATE SET {set}"
     ).format(
         table=sql.Identifier(family.table(level)),
         cols=sql.SQL(", ").join(map(sql.Identifier, names)),
-        select=aggregate_select(family, level, "s", from_raw=from_raw),
+        part=part,
+        select=sql.SQL(", ").join(items),
         source=sql.Identifier(source),
-        group=group_by(family, "s"),
+        order=order,
         pk=sql.SQL(", ").join(map(sql.Identifier, family.primary_key)),
         set=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in updates),
     )
