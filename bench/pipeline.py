@@ -427,10 +427,7 @@ def main() -> None:
                     start_new_session=True,
                 )
             )
-        pub = KafkaPublisher(
-            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, linger_ms=10,
-            compression=s.feed_compression,
-        )
+        pub = KafkaPublisher.for_settings(s, linger_ms=10)
         obs = Observer(dsn)
         obs.start()
         meter = CpuMeter([p.pid for p in procs], tmp)

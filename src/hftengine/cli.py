@@ -225,10 +225,7 @@ def feed_sim(
     settings = _settings(data_dir)
     names = [u.strip().upper() for u in underlyings.split(",")] if underlyings else None
     with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
-        assert s.kafka_bootstrap
-        publisher = KafkaPublisher(
-            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, compression=s.feed_compression
-        )
+        publisher = KafkaPublisher.for_settings(s)
         kwargs: dict[str, Any] = {"strikes_per_side": strikes_per_side, "expiries_per_underlying": expiries}
         seed = s.sim_seed if seed is None else seed
         sim = (MarketSimulator.with_demo_scenarios(seed, names, **kwargs) if scenarios
@@ -276,10 +273,7 @@ def feed_dhan(
     config = DhanFeedConfig(base_url=base_url or settings.dhan_base_url,
                             requests_per_second=rate or settings.dhan_requests_per_second, n_expiries=n_expiries)
     with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
-        assert s.kafka_bootstrap
-        publisher = KafkaPublisher(
-            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, compression=s.feed_compression
-        )
+        publisher = KafkaPublisher.for_settings(s)
 
         async def run() -> Any:
             stop = asyncio.Event()
@@ -312,10 +306,7 @@ def feed_replay(
     _check_paths(path)
     settings = _settings(data_dir)
     with Services(settings, need_database=not settings.schema_registry_url, say=_say) as s:
-        assert s.kafka_bootstrap
-        publisher = KafkaPublisher(
-            s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic, compression=s.feed_compression
-        )
+        publisher = KafkaPublisher.for_settings(s)
         stats = replay([str(p) for p in path], publisher, factor, fmt, progress)
         publisher.close(30)
     _report_replay(stats)

@@ -22,9 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def publisher_for(p: Pipeline) -> KafkaPublisher:
-    s = p.settings
-    assert s.kafka_bootstrap
-    return KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+    return KafkaPublisher.for_settings(p.settings)
 
 
 def test_simulated_chains_reach_the_api_enriched(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -64,9 +64,7 @@ def with_analytics_topics(p: Pipeline, unique: str) -> Pipeline:
 
 
 def publish(p: Pipeline, sim: MarketSimulator, steps: int) -> list[ChainSnapshot]:
-    s = p.settings
-    assert s.kafka_bootstrap
-    pub = KafkaPublisher(s.kafka_bootstrap, s.registry_url(), s.raw_topic, s.deadletter_topic)
+    pub = KafkaPublisher.for_settings(p.settings)
     snaps: list[ChainSnapshot] = []
     for _ in range(steps):
         for snap in sim.step():

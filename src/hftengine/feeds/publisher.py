@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hftengine.codec.avro import AvroSerializer, load_schema_text, make_registry_client, subject_for
 from hftengine.snapshot import ChainSnapshot
+
+if TYPE_CHECKING:
+    from hftengine.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,14 @@ class KafkaPublisher:
         self.dead_lettered = 0
         self.delivery_errors = 0
         self._on_delivery_error = on_delivery_error
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, linger_ms: int = 5) -> KafkaPublisher:
+        """The publisher ``settings`` describe: broker, registry, raw and dead-letter topics, feed compression."""
+        if not settings.kafka_bootstrap:
+            raise ValueError("a Kafka publisher needs KAFKA_BOOTSTRAP (or the embedded broker's address)")
+        return cls(settings.kafka_bootstrap, settings.registry_url(), settings.raw_topic, settings.deadletter_topic,
+                   linger_ms=linger_ms, compression=settings.feed_compression)
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
