@@ -56,7 +56,6 @@ INSTRUMENT_COLUMNS: tuple[Column, ...] = (
     Column("lot_size", "int4"),
     Column("first_seen", "timestamptz"),
 )
-INSTRUMENT_COLUMN_LIST = ", ".join(c.name for c in INSTRUMENT_COLUMNS)
 
 QUOTE_COLUMNS: tuple[Column, ...] = (
     Column("ts", "timestamptz"),
@@ -303,11 +302,13 @@ class PostgresChainStore:
         with conn.transaction(), conn.cursor() as cur:
             chains = sorted({(u, e) for u, e, _ in unique})
             watermarks: dict[tuple[str, date], datetime | None] = {}
-            if partitioned:  # deferred mode: no wait on a chain the refresh holds unless a row may be late for it
-                pending: dict[tuple[str, date], list[datetime]] = {}
-                for u, e, ts in unique:
-                    pending.setdefault((u, e), []).append(ts)
-                watermarks = rollups.lock_watermarks(cur, chains, None if self._rollups_inline else pending)
+            if partitioned:
+                pending: dict[tuple[str, date], list[datetime]] | None = None
+                if not self._rollups_inline:  # no wait on a chain the refresh holds unless a row may be late for it
+                    pending = {}
+                    for u, e, ts in unique:
+                        pending.setdefault((u, e), []).append(ts)
+                watermarks = rollups.lock_watermarks(cur, chains, pending)
             columns: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
             for rec in unique.values():
                 for i, value in enumerate(_metric_row(rec)):
@@ -392,20 +393,21 @@ class PostgresChainStore:
                         **common, "strike": strikes[mask], "option_type": tag, "security_id": sid[mask],
                     }, int(mask.sum())))
         if parts:
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS stage_instruments (LIKE instruments) ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY stage_instruments ({INSTRUMENT_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+            stage = _create_stage(cur, "instruments")
+            columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in INSTRUMENT_COLUMNS)
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, columns)) as copy:
                 copy.write(HEADER + b"".join(parts) + TRAILER)
-            cur.execute(
-                f"INSERT INTO instruments ({INSTRUMENT_COLUMN_LIST}) "
+            cur.execute(sql.SQL(
+                "INSERT INTO instruments ({cols}) "
                 "SELECT DISTINCT ON (underlying, expiry, strike, option_type) underlying, expiry, strike, option_type, "
                 "security_id, lot_size, min(first_seen) OVER (PARTITION BY underlying, expiry, strike, option_type) "
-                "FROM stage_instruments ORDER BY underlying, expiry, strike, option_type, first_seen DESC "
+                "FROM {stage} ORDER BY underlying, expiry, strike, option_type, first_seen DESC "
                 "ON CONFLICT (underlying, expiry, strike, option_type) DO UPDATE SET "
                 "security_id = EXCLUDED.security_id, lot_size = EXCLUDED.lot_size, "
                 "first_seen = least(instruments.first_seen, EXCLUDED.first_seen) "
                 "WHERE (instruments.security_id, instruments.lot_size) IS DISTINCT FROM "
                 "(EXCLUDED.security_id, EXCLUDED.lot_size) OR EXCLUDED.first_seen < instruments.first_seen"
-            )
+            ).format(cols=columns, stage=stage))
         return changed
 
     # ---------------------------------------------------------------------- other tables
@@ -433,12 +435,9 @@ class PostgresChainStore:
             unknown = [n for n in names if n not in types]
             if unknown:
                 raise ValueError(f"{table} has no column(s) {', '.join(unknown)}; columns: {', '.join(types)}")
-            stage = sql.Identifier(f"stage_{table}")
             cols = sql.SQL(", ").join(map(sql.Identifier, names))
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                ).format(stage, sql.Identifier(table)))
+                stage = _create_stage(cur, table)
                 with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, cols)) as copy:
                     copy.set_types([types[n][1] for n in names])
                     for row in rows:
@@ -487,6 +486,15 @@ class PostgresChainStore:
             self.close()
             raise
         return len(letters)
+
+
+def _create_stage(cur: psycopg.Cursor[Any], table: str) -> sql.Identifier:
+    """The temporary ``stage_<table>`` (shaped like ``table``, emptied at commit) for a binary COPY
+    followed by an ``INSERT ... SELECT`` into ``table``; created once per connection."""
+    stage = sql.Identifier(f"stage_{table}")
+    cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+                .format(stage, sql.Identifier(table)))
+    return stage
 
 
 def _adapt(value: Any, pg_type: str) -> Any:
