@@ -266,6 +266,39 @@ def test_deferred_rollups_are_filled_by_the_refresh_job(make_database: Callable[
             assert keyed(table_rows(dsn, family.table(level)), family) == closed, family.table(level)
 
 
+def test_refresh_writes_only_the_planned_chains_and_ranges(make_database: Callable[..., str]) -> None:
+    """The refresh groups a whole window at once (``group_first``): buckets of chains it does not
+    close, and buckets below a chain's watermark inside that window, are left exactly as they are."""
+    dsn = make_database(migrated=True)
+    t0 = DAY.replace(hour=4)
+    a, b, c = ({"underlying": u, "security_id": i} for u, i in (("NIFTY", 13), ("BANKNIFTY", 25), ("FINNIFTY", 27)))
+
+    def write(chain: dict[str, Any], minutes: range) -> None:
+        with PostgresChainStore(dsn, rollup_mode="deferred") as store:
+            store.write([enriched_for(make_chain(ts=t0 + timedelta(minutes=m, seconds=s), seed=m, **chain))
+                         for m in minutes for s in (5, 35)])
+
+    write(a, range(0, 3))
+    write(b, range(0, 3))
+    write(c, range(0, 4))
+    refresh_rollups(dsn, idle=timedelta(days=3650))  # watermarks: a, b at minute 2; c at minute 3
+    tampered = 999
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE option_quotes_1m SET n_snapshots = %s WHERE underlying = 'FINNIFTY' AND ts = %s",
+                     (tampered, t0 + timedelta(minutes=2)))
+    write(b, range(3, 5))  # b closes minutes 2-3; the window [2, 4) holds a's open minute 2 and c's closed one
+    write(c, range(4, 5))  # c closes minute 3 only
+    report = refresh_rollups(dsn, idle=timedelta(days=3650))
+    assert report.chains_refreshed == 2
+    with psycopg.connect(dsn) as conn:
+        minutes = {(u, int((ts - t0).total_seconds() // 60)): n for u, ts, n in conn.execute(
+            "SELECT underlying, ts, max(n_snapshots) FROM option_quotes_1m GROUP BY 1, 2")}
+    assert ("NIFTY", 2) not in minutes  # a: not closed by this refresh, its open minute is not stored
+    assert minutes[("FINNIFTY", 2)] == tampered  # c: below its watermark, not rewritten
+    assert minutes[("FINNIFTY", 3)] == 2 and minutes[("BANKNIFTY", 3)] == 2 and minutes[("BANKNIFTY", 2)] == 2
+    assert ("BANKNIFTY", 4) not in minutes and ("FINNIFTY", 4) not in minutes
+
+
 # ------------------------------------------------------------------------------------- buckets
 def test_auto_bucket_picks_the_coarsest_with_enough_points() -> None:
     t = DAY
