@@ -158,9 +158,7 @@ def worker(
     data_dir: DataDir = None,
 ) -> None:
     """Run a stream worker (enrich → sink → dead letters). Same as `faust -A hftengine.worker worker`."""
-    import faust
-
-    from hftengine.app import create_app
+    from hftengine.app import Worker, create_app
     from hftengine.services import Services
     from hftengine.storage.migrations import migrate as run_migrations
     from hftengine.topics import create_topics, topic_specs
@@ -180,7 +178,7 @@ def worker(
             # memory-only broker: never reuse table state from an earlier broker run
             datadir = s.data_dir / "worker" / uuid.uuid4().hex[:8]
         fapp = create_app(s, datadir=datadir)
-        faust.Worker(fapp, loglevel=loglevel, quiet=True).execute_from_commandline()
+        Worker(fapp, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 # ------------------------------------------------------------------------------- api
@@ -414,9 +412,12 @@ def demo(
     stop = threading.Event()
     _install_stop(stop)
     t0 = time.monotonic()
-    with Services(settings, say=_say) as s:
+    services = Services(settings, say=_say)
+    with services as s:
         report = run_migrations(s.database_dsn())
-        _say(f"migrations: {len(report.applied)} applied, {len(report.skipped)} already there; "
+        earlier = services.migrations.applied if services.migrations else []  # the built-in registry's
+        _say(f"migrations: {len(earlier) + len(report.applied)} applied, {len(report.skipped) - len(earlier)} "
+             "already there; "
              f"TimescaleDB {'on' if report.timescale else 'absent (plain PostgreSQL)'}")
         assert s.kafka_bootstrap
         create_topics(s.kafka_bootstrap, topic_specs(s))
