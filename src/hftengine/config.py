@@ -52,10 +52,22 @@ class Settings(BaseSettings):
         default="deadletter", validation_alias=_env("HFT_DEADLETTER_TOPIC", "deadletter_topic")
     )
     producer_max_batch_bytes: int = Field(
-        default=16384, ge=1, validation_alias=_env("HFT_PRODUCER_MAX_BATCH_BYTES", "producer_max_batch_bytes"),
-        description="Worker producer batch size. The embedded Tansu broker misreports a partition's end offset "
-        "when the last batch holds several records (table recovery would stop early), so the CLI sets 1 "
-        "(one record per batch) whenever it runs the embedded broker.",
+        default=1_048_576, ge=1,
+        validation_alias=_env("HFT_PRODUCER_MAX_BATCH_BYTES", "producer_max_batch_bytes"),
+        description="Worker producer batch size. An enriched chain (~90 kB) exceeds Kafka's usual 16 kB, "
+        "so with that it would go out one record per batch. The embedded Tansu broker misreports a "
+        "partition's end offset when the last batch holds several records (table recovery would stop "
+        "early), so the CLI sets 1 (one record per batch) whenever it runs the embedded broker.",
+    )
+    producer_linger_ms: int = Field(
+        default=20, ge=0, le=1000, validation_alias=_env("HFT_PRODUCER_LINGER_MS", "producer_linger_ms"),
+        description="How long a worker's producer waits to fill a batch. Fewer, larger batches cost the "
+        "broker less (Tansu's in-memory store scans a partition's batches on every fetch).",
+    )
+    feed_linger_ms: int = Field(
+        default=20, ge=0, le=1000, validation_alias=_env("HFT_FEED_LINGER_MS", "feed_linger_ms"),
+        description="How long a feed's producer waits to fill a batch of raw snapshots (see "
+        "HFT_PRODUCER_LINGER_MS).",
     )
     feed_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         default="lz4", validation_alias=_env("HFT_FEED_COMPRESSION", "feed_compression"),

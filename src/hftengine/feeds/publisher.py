@@ -87,12 +87,13 @@ class KafkaPublisher:
         self._on_delivery_error = on_delivery_error
 
     @classmethod
-    def for_settings(cls, settings: Settings, *, linger_ms: int = 5) -> KafkaPublisher:
-        """The publisher ``settings`` describe: broker, registry, raw and dead-letter topics, feed compression."""
+    def for_settings(cls, settings: Settings) -> KafkaPublisher:
+        """The publisher ``settings`` describe: broker, registry, raw and dead-letter topics, feed
+        compression and linger."""
         if not settings.kafka_bootstrap:
             raise ValueError("a Kafka publisher needs KAFKA_BOOTSTRAP (or the embedded broker's address)")
         return cls(settings.kafka_bootstrap, settings.registry_url(), settings.raw_topic, settings.deadletter_topic,
-                   linger_ms=linger_ms, compression=settings.feed_compression)
+                   linger_ms=settings.feed_linger_ms, compression=settings.feed_compression)
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
