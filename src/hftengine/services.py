@@ -13,10 +13,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from hftengine.config import Settings
+
+if TYPE_CHECKING:
+    from hftengine.storage.migrations import MigrationReport
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,8 @@ class Services:
     need_registry: bool = True
     say: Callable[[str], None] = field(default=lambda msg: log.info("%s", msg))
     started: list[str] = field(default_factory=list)
+    #: the migrations run before the built-in registry started (it serves from the migrated database)
+    migrations: MigrationReport | None = None
     _stack: ExitStack = field(default_factory=ExitStack)
 
     def __enter__(self) -> Settings:
@@ -61,7 +67,7 @@ class Services:
 
                 dsn = (updates.get("database_url") or s.database_url)
                 assert isinstance(dsn, SecretStr), "the built-in registry needs a database"
-                migrate(dsn.get_secret_value())
+                self.migrations = migrate(dsn.get_secret_value())
                 server = UvicornThread(create_registry_app(dsn.get_secret_value()), port=0)
                 server.start()
                 self._stack.callback(server.stop)

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from hftengine.runtime.ports import free_port
+from hftengine.storage.migrations import discover
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -55,6 +56,9 @@ def test_demo_runs_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert len(descendants) >= 5  # postgres, tansu, worker, simulator, api (+ postgres backends)
         output = log.read_text()
         assert f"http://127.0.0.1:{port}/docs" in output
+        # a fresh database: every migration is reported as applied, even those the registry ran first
+        n_migrations = len(discover())
+        assert f"migrations: {n_migrations} applied, 0 already there" in output, output[:2000]
     finally:
         proc.send_signal(signal.SIGINT)
         try:
