@@ -80,12 +80,15 @@ def test_sink_creates_partitions_for_new_days(make_database: Callable[..., str])
 
 def test_retention_drops_old_partitions_and_keeps_rollups(make_database: Callable[..., str]) -> None:
     dsn = make_database(migrated=True)
-    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-    days = [now - timedelta(days=d) for d in (45, 20, 1)]
+    start = datetime.now(UTC)
+    days = [start - timedelta(days=d) for d in (45, 20, 1)]
     with PostgresChainStore(dsn) as store:
         for day in days:
             store.write([enriched_for(make_chain(ts=day.replace(hour=4) + timedelta(seconds=s), seed=s))
                          for s in range(0, 180, 30)])
+    # the job runs after the chain went idle (stored_ts is the database's wall clock, so `now` must
+    # follow the real clock: a fixed date stopped closing the chain once the calendar passed it)
+    now = datetime.now(UTC) + timedelta(minutes=15)
     assert count(dsn, "option_quotes") == 3 * 6 * 42
     policy = retention_policy(dsn)
     assert policy["option_quotes"] == timedelta(days=30) and policy["option_quotes_1d"] is None
