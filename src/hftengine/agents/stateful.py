@@ -8,7 +8,9 @@ table) and applies the pure :func:`hftengine.analytics.state.update`.  Then, for
 1. sends every analytics record (``analytics.oi``, ``analytics.levels``, one
    ``analytics.patterns`` record per event) and **waits until the broker has them all**;
 2. assigns ``table[key] = new_state`` once per chain, with the chain's last snapshot of the
-   batch as the current event (RocksDB + changelog, both partitioned by that event);
+   batch as the current event (RocksDB + changelog, both partitioned by that event), and
+   **waits until the broker has those changelog writes** (Faust's own commit does not wait for
+   them: :mod:`hftengine.tables.chain_state`);
 3. acknowledges the batch's events (``take_events`` acks them when the next batch is taken).
 
 A crash before 2 replays the batch and re-sends the same records (duplicates on the topics,
@@ -300,6 +302,8 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> An
                 decoded[key] = (data, new)
                 with event_context(event):  # RocksDB partition and changelog partition of that event
                     table[key] = data
+            # the broker has the changelog writes before these events are acked (and committed)
+            await table.changelog_delivered()
 
     channel = app.topic(*(topic_for(s, kind) for kind in KINDS), partitions=s.topic_partitions)
 

@@ -9,11 +9,21 @@ Co-partitioning: the table has the enriched topic's partition count, and Faust w
 change to the changelog partition of the event being processed.  The enriched topic is keyed by
 underlying, so every expiry of an underlying lives in the partition of that underlying, in the
 source topic, the table and its changelog alike.
+
+Durability: Faust hands a table's changelog writes to a buffer that a background task drains,
+and the consumer's commit "flushes" that buffer for at most 0.1 s without a message going out
+before committing the source offsets anyway.  Under load the offsets of the events that made a
+change could then be committed while the change itself was still in the buffer; a crash at that
+moment loses the change from the changelog, and a worker that recovers from it (no local state)
+resumes from a state older than the committed offsets.  :class:`ChainStateTable` keeps the
+futures of its changelog writes, and the agent awaits :meth:`ChainStateTable.changelog_delivered`
+before it acknowledges the events (see :mod:`hftengine.agents.stateful`).
 """
 
 from __future__ import annotations
 
 import weakref
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,16 +41,41 @@ def changelog_topic_name(settings: Settings, table: str = CHAIN_STATE_TABLE) -> 
     return f"{settings.app_id}-{table}-changelog"
 
 
-def chain_state_table(app: faust.App, settings: Settings) -> Any:
+class ChainStateTable(faust.Table):  # type: ignore[misc]
+    """A Faust table whose changelog writes can be awaited until the broker has them."""
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._undelivered: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        self._undelivered.append(fut)
+        return fut
+
+    async def changelog_delivered(self) -> int:
+        """Wait until every changelog write made so far is acknowledged by the broker; how many
+        were waited for.  A failed delivery raises (the events that made it are then not acked)."""
+        pending, self._undelivered = self._undelivered, []
+        if pending:
+            await asyncio.gather(*pending)
+        return len(pending)
+
+
+def chain_state_table(app: faust.App, settings: Settings) -> ChainStateTable:
     """Declare the table on ``app`` (raw bytes keys and values, no default)."""
-    return app.Table(
-        CHAIN_STATE_TABLE,
+    table = ChainStateTable(
+        app,
+        name=CHAIN_STATE_TABLE,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         key_type=bytes,  # bytes → the "raw" codec (anything else would default to json)
         value_type=bytes,
         help="Stateful intraday analytics per (underlying, expiry): cumulative OI baselines, velocity "
              "windows, levels and pattern detectors (hftengine.analytics.state.ChainState).",
     )
+    app.tables.add(table)
+    return table
 
 
 @contextmanager
