@@ -22,8 +22,8 @@ before it acknowledges the events (see :mod:`hftengine.agents.stateful`).
 
 from __future__ import annotations
 
-import weakref
 import asyncio
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,7 +41,7 @@ def changelog_topic_name(settings: Settings, table: str = CHAIN_STATE_TABLE) -> 
     return f"{settings.app_id}-{table}-changelog"
 
 
-class ChainStateTable(faust.Table):  # type: ignore[misc]
+class ChainStateTable(faust.Table[bytes, bytes]):
     """A Faust table whose changelog writes can be awaited until the broker has them."""
 
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
