@@ -363,7 +363,12 @@ def run_rate(
     else:
         span = seconds
     fresh = [s[1] for s in window]
+    worst: dict[int, float] = {}  # per 10 s of sending (seen − freshness = exchange ts): the worst freshness
+    for seen, f, _ in window:
+        slot = int((seen - f - start_wall) // 10)
+        worst[slot] = max(worst.get(slot, 0.0), f)
     return {
+        "worst_by_10s": [worst[k] for k in sorted(worst) if k >= 0],
         "offered": offered,
         "stored_rate": stored / max(span, 1e-9),
         "stored": stored,
@@ -500,6 +505,8 @@ def run_pipeline(args: argparse.Namespace, pool: list[ChainSnapshot], settings: 
                     f"   {r['offered']:>12,.0f}{r['stored_rate']:>12,.0f}{r['stored'] / max(r['sent'], 1):>12.2%}"
                     f"{r['p50']:>12.3f}{r['p99']:>12.3f}   {split:<69}   {runs}, {busy / max(runs, 1):.1f}"
                 )
+                print("      worst freshness (s) per 10 s of sending: "
+                      + " ".join(f"{w:.1f}" for w in r["worst_by_10s"]))
             print(
                 f"\n   best sustained rate with p99 freshness <= 2 s: {best:,.0f} contracts/s "
                 f"(target 100,000; stretch 250,000); sink-only ceiling {ceiling:,.0f}"

@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     rollup_refresh_s: float = Field(
         default=60.0, gt=0, validation_alias=_env("HFT_ROLLUP_REFRESH", "rollup_refresh_s")
     )
+    rollup_refresh_nice: int = Field(
+        default=10, ge=0, le=19, validation_alias=_env("HFT_ROLLUP_REFRESH_NICE", "rollup_refresh_nice"),
+        description="When the database runs on this machine, the scheduled rollup refresh's backend runs "
+        "this much nicer (lower CPU priority) so its once-a-minute burst does not delay the pipeline; 0 "
+        "leaves it alone. Remote databases are never touched.",
+    )
     risk_free_rate: float = Field(default=0.065, validation_alias=_env("HFT_RISK_FREE_RATE", "risk_free_rate"))
     dividend_yield: float = Field(default=0.0, validation_alias=_env("HFT_DIVIDEND_YIELD", "dividend_yield"))
 

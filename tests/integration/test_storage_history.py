@@ -70,7 +70,10 @@ def _records() -> list[dict[str, Any]]:
     for i, (expiry, ts) in enumerate(times):
         ts = ts.replace(microsecond=0)
         spot = 25000 + 60 * math.sin(i / 25) + float(rng.normal(0, 3))
-        rec = enriched_for(make_chain(ts=ts, spot=spot, n_strikes=5, expiry=expiry, seed=i))
+        snap = make_chain(ts=ts, spot=spot, n_strikes=5, expiry=expiry, seed=i)
+        if i % 3 == 1:  # a contract missing from some snapshots: its buckets' first/last ts are not its chain's
+            snap.ce.present[i % 5] = False
+        rec = enriched_for(snap)
         rec["atm_iv"] = math.nan if i % 11 == 0 else 0.1 + 0.02 * float(rng.random())
         rec["total_gex"] = float(rng.normal(0, 1e9))
         rec["pcr_oi"] = float(rng.uniform(0.6, 1.4))

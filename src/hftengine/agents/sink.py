@@ -77,7 +77,10 @@ def register(app: faust.App, ctx: WorkerContext, enriched: Any, dead: Any) -> No
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             try:
-                report = await loop.run_in_executor(ctx.maintenance_executor, refresh_rollups, s.database_dsn())
+                report = await loop.run_in_executor(
+                    ctx.maintenance_executor,
+                    lambda: refresh_rollups(s.database_dsn(), nice=s.rollup_refresh_nice),
+                )
             except Exception:
                 log.exception("rollup refresh failed; next attempt in %.0fs", s.rollup_refresh_s)
                 return
