@@ -28,7 +28,15 @@ from hftengine.config import Settings
 from hftengine.storage import history
 from hftengine.storage.migrations import migrate
 from hftengine.storage.queries import Queries
-from hftengine.storage.rollups import FAMILIES, LEVELS, RollupFamily, floor_bucket, refresh_rollups
+from hftengine.storage.rollups import (
+    FAMILIES,
+    LEVELS,
+    OPTION_QUOTES,
+    ROLLUP_TABLES,
+    RollupFamily,
+    floor_bucket,
+    refresh_rollups,
+)
 from hftengine.storage.sink import PostgresChainStore
 from tests.conftest import with_database
 from tests.factories import enriched_for, make_chain
@@ -254,7 +262,8 @@ def test_deferred_rollups_are_filled_by_the_refresh_job(make_database: Callable[
     """rollup_mode='deferred': the sink leaves closed buckets to refresh_rollups, with the same result."""
     dsn = make_database(migrated=True)
     _load(dsn, rollup_mode="deferred")
-    assert table_rows(dsn, "option_quotes_1m") == []
+    for table in ROLLUP_TABLES:  # only provisional 1 minute quote rows (watermarks have not moved)
+        assert (table == "option_quotes_1m") == bool(table_rows(dsn, table)), table
     report = refresh_rollups(dsn, idle=timedelta(days=3650))  # nothing is idle: close up to each newest minute
     assert report.chains_refreshed == 2
     with psycopg.connect(dsn) as conn:
@@ -267,6 +276,58 @@ def test_deferred_rollups_are_filled_by_the_refresh_job(make_database: Callable[
             closed = {k: v for k, v in expected.items() if k[0] + width <= marks[(k[1], k[2])]}
             assert closed
             assert keyed(table_rows(dsn, family.table(level)), family) == closed, family.table(level)
+
+
+def provisional_entries(dsn: str) -> dict[tuple[str, date, datetime], tuple[int, int]]:
+    """``rollup_provisional`` entries: (n_snapshots, snapshots that chain_metrics holds in the minute)."""
+    with psycopg.connect(dsn) as conn:
+        return {(u, e, ts): (n, c) for u, e, ts, n, c in conn.execute(
+            "SELECT p.underlying, p.expiry, p.ts, p.n_snapshots, (SELECT count(*) FROM chain_metrics m "
+            "WHERE m.underlying = p.underlying AND m.expiry = p.expiry AND m.ts >= p.ts "
+            "AND m.ts < p.ts + interval '1 minute') FROM rollup_provisional p")}
+
+
+def test_provisional_quote_rollups_equal_recomputation_and_spare_the_refresh(
+        make_database: Callable[..., str]) -> None:
+    """The deferred sink writes each minute a chain left as option_quotes_1m rows from memory, with
+    an entry of the snapshots it folded. Where that count is the minute's count of snapshots, the
+    rows equal the recomputation from raw rows (absent legs, NaN IVs, NULL Greeks) and the refresh
+    keeps them; where it is not (late snapshots, a second writer), the refresh recomputes."""
+    dsn = make_database(migrated=True)
+    _load(dsn, rollup_mode="deferred")
+    entries = provisional_entries(dsn)
+    verified = {k for k, (n, count) in entries.items() if n == count}
+    assert len(verified) >= 40 and len(entries) > len(verified)  # the late rows leave some unverified
+    expected = recompute(raw_rows(dsn, OPTION_QUOTES), OPTION_QUOTES, "1m")
+    stored = keyed(table_rows(dsn, "option_quotes_1m"), OPTION_QUOTES)
+    checked = [k for k in stored if k[1:3] + k[:1] in verified]
+    assert len(checked) >= 40 * 10
+    assert {k: stored[k] for k in checked} == {k: expected[k] for k in checked}
+    assert {k for k in expected if k[1:3] + k[:1] in verified} == set(checked)  # no contract left out
+
+    # a second writer of NIFTY/E2 (a rebalance) folds one more snapshot into a verified minute:
+    # the entries no longer match and the refresh recomputes that minute from raw rows
+    victim = min(k for k in verified if k[1] == E2)
+    with PostgresChainStore(dsn, rollup_mode="deferred") as other:
+        other.write([enriched_for(make_chain(ts=victim[2] + timedelta(seconds=59), expiry=E2, n_strikes=5,
+                                             seed=99)),
+                     enriched_for(make_chain(ts=victim[2] + timedelta(minutes=30), expiry=E2, n_strikes=5,
+                                             seed=98))])
+    assert provisional_entries(dsn)[victim] == (1, entries[victim][1] + 1)
+
+    report = refresh_rollups(dsn, idle=timedelta(days=3650))
+    expected = recompute(raw_rows(dsn, OPTION_QUOTES), OPTION_QUOTES, "1m")
+    with psycopg.connect(dsn) as conn:
+        marks = {(u, e): w for u, e, w in conn.execute(
+            "SELECT underlying, expiry, materialized_until FROM rollup_watermarks")}
+    closed = {k: v for k, v in expected.items() if k[0] + LEVELS["1m"] <= marks[(k[1], k[2])]}
+    assert keyed(table_rows(dsn, "option_quotes_1m"), OPTION_QUOTES) == closed
+    rows_1m_written = report.rows_written - sum(
+        len(table_rows(dsn, f.table(level))) for f in FAMILIES.values() for level in LEVELS
+        if f.table(level) != "option_quotes_1m")
+    recomputed = [k for k in closed if k[1:3] + k[:1] not in verified - {victim}]
+    assert rows_1m_written == len(recomputed) < len(closed) // 2  # verified minutes were not rewritten
+    assert all(ts >= marks[(u, e)] for u, e, ts in provisional_entries(dsn))  # served entries are gone
 
 
 def test_refresh_writes_only_the_planned_chains_and_ranges(make_database: Callable[..., str]) -> None:

@@ -355,11 +355,14 @@ MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(hours=1), "5m": timedelta(hour
 
 def materialize(
     cur: psycopg.Cursor[Any], plans: dict[Chain, dict[str, list[Range]]], *, group_first: bool = False,
+    kept: Mapping[Chain, Iterable[datetime]] | None = None,
 ) -> int:
     """Run the plans (every family, finest level first) in the caller's transaction; rows written.
 
-    Per level, the chains' ranges are merged into time windows (at most ``MAX_SPAN`` long) and each
-    window is read once for all chains with a range in it. ``group_first``: see :func:`_aggregate_sql`.
+    Per level and family, the chains' ranges are merged into time windows (at most ``MAX_SPAN``
+    long) and each window is read once for all chains with a range in it. ``group_first``: see
+    :func:`_aggregate_sql`. ``kept``: per chain, ``option_quotes_1m`` buckets whose stored rows are
+    already exact (verified provisional rows, see ``provisional``): not recomputed.
     """
     written = 0
     cur.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
@@ -369,35 +372,80 @@ def materialize(
     _set_local(cur, list(MATERIALIZE_SETTINGS.values()))
     for level in LEVELS:
         ranges = [(c, lo, hi) for c, plan in sorted(plans.items()) for lo, hi in plan.get(level, [])]
-        if not ranges:
-            continue
-        windows: list[Range] = []
-        for glo, ghi in merge_ranges((lo, hi) for _, lo, hi in ranges):
-            while glo < ghi:
-                step = min(ghi, floor_bucket(glo + MAX_SPAN[level], level))
-                if step <= glo:
-                    step = ghi
-                windows.append((glo, step))
-                glo = step
-        for wlo, whi in windows:
-            inside = [(c, max(lo, wlo), min(hi, whi)) for c, lo, hi in ranges if lo < whi and hi > wlo]
-            arrays = ([c[0] for c, _, _ in inside], [c[1] for c, _, _ in inside],
-                      [lo for _, lo, _ in inside], [hi for _, _, hi in inside])
-            params = (wlo, whi, *arrays) if group_first else (*arrays, wlo, whi)
-            for family in FAMILIES.values():
-                cur.execute(_aggregate_sql(family, level, group_first=group_first), params)
-                cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(AGG_TABLE)))  # true sizes for step 2
-                pick_params: tuple[Any, ...] = (wlo, whi)
-                if level == "1m":
-                    cur.execute(sql.SQL("SELECT max(first_ts), min(last_ts) FROM {}").format(
-                        sql.Identifier(AGG_TABLE)))
-                    edges = cur.fetchone()
-                    pick_params += (edges[0], edges[1]) if edges else (None, None)
-                cur.execute(_pick_sql(family, level), pick_params)
-                written += max(cur.rowcount, 0)
-                cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(AGG_TABLE)))
+        for family in FAMILIES.values():
+            todo = ranges
+            if kept and level == "1m" and family is OPTION_QUOTES:
+                todo = [(c, lo, hi) for c, lo0, hi0 in ranges
+                        for lo, hi in subtract_minutes(lo0, hi0, kept.get(c, ()))]
+            if todo:
+                written += _materialize_ranges(cur, family, level, todo, group_first=group_first)
     _set_local(cur, saved)  # (on error the rollback undoes the local settings too)
     return written
+
+
+def subtract_minutes(lo: datetime, hi: datetime, minutes: Iterable[datetime]) -> list[Range]:
+    """``[lo, hi)`` without the 1 minute buckets starting at ``minutes``."""
+    out: list[Range] = []
+    start = lo
+    for m in sorted(m for m in set(minutes) if lo <= m < hi):
+        if m > start:
+            out.append((start, m))
+        start = max(start, m + LEVELS["1m"])
+    if start < hi:
+        out.append((start, hi))
+    return out
+
+
+def _materialize_ranges(
+    cur: psycopg.Cursor[Any], family: RollupFamily, level: str, ranges: list[tuple[Chain, datetime, datetime]],
+    *, group_first: bool,
+) -> int:
+    written = 0
+    windows: list[Range] = []
+    for glo, ghi in merge_ranges((lo, hi) for _, lo, hi in ranges):
+        while glo < ghi:
+            step = min(ghi, floor_bucket(glo + MAX_SPAN[level], level))
+            if step <= glo:
+                step = ghi
+            windows.append((glo, step))
+            glo = step
+    for wlo, whi in windows:
+        inside = [(c, max(lo, wlo), min(hi, whi)) for c, lo, hi in ranges if lo < whi and hi > wlo]
+        arrays = ([c[0] for c, _, _ in inside], [c[1] for c, _, _ in inside],
+                  [lo for _, lo, _ in inside], [hi for _, _, hi in inside])
+        params = (wlo, whi, *arrays) if group_first else (*arrays, wlo, whi)
+        cur.execute(_aggregate_sql(family, level, group_first=group_first), params)
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(AGG_TABLE)))  # true sizes for step 2
+        pick_params: tuple[Any, ...] = (wlo, whi)
+        if level == "1m":
+            cur.execute(sql.SQL("SELECT max(first_ts), min(last_ts) FROM {}").format(sql.Identifier(AGG_TABLE)))
+            edges = cur.fetchone()
+            pick_params += (edges[0], edges[1]) if edges else (None, None)
+        cur.execute(_pick_sql(family, level), pick_params)
+        written += max(cur.rowcount, 0)
+        cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(AGG_TABLE)))
+    return written
+
+
+def verified_minutes(cur: psycopg.Cursor[Any], ranges: Mapping[Chain, list[Range]]) -> dict[Chain, set[datetime]]:
+    """Minutes inside ``ranges`` whose provisional ``option_quotes_1m`` rows are exact: their
+    ``rollup_provisional`` entry counts as many snapshots as ``chain_metrics`` holds for the chain
+    and minute (see ``provisional``)."""
+    flat = [(c, lo, hi) for c, rs in sorted(ranges.items()) for lo, hi in rs]
+    if not flat:
+        return {}
+    cur.execute(
+        "SELECT p.underlying, p.expiry, p.ts FROM rollup_provisional p "
+        "JOIN unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) AS r(u, e, lo, hi) "
+        "ON p.underlying = r.u AND p.expiry = r.e AND p.ts >= r.lo AND p.ts < r.hi "
+        "WHERE p.n_snapshots = (SELECT count(*) FROM chain_metrics m WHERE m.underlying = p.underlying "
+        "AND m.expiry = p.expiry AND m.ts >= p.ts AND m.ts < p.ts + interval '1 minute')",
+        ([c[0] for c, _, _ in flat], [c[1] for c, _, _ in flat], [lo for _, lo, _ in flat],
+         [hi for _, _, hi in flat]))
+    out: dict[Chain, set[datetime]] = {}
+    for u, e, ts in cur.fetchall():
+        out.setdefault((u, e), set()).add(ts)
+    return out
 
 
 #: Planner settings for a materialization, local to its transaction and restored afterwards.
@@ -432,15 +480,17 @@ BUSY_CHAIN_RECENT = timedelta(minutes=1)
 
 
 def lock_watermarks(
-    cur: psycopg.Cursor[Any], chains: Sequence[Chain], pending: Mapping[Chain, Sequence[datetime]] | None = None
+    cur: psycopg.Cursor[Any], chains: Sequence[Chain], pending: Mapping[Chain, Sequence[datetime]] | None = None,
+    unlocked: set[Chain] | None = None,
 ) -> dict[Chain, datetime | None]:
     """Create missing watermark rows and lock them (sorted, so concurrent writers never deadlock).
 
     ``pending`` (a deferred-mode sink: the snapshot times it is about to write, per chain): chains
     whose rows another transaction holds are not waited for when none of the pending rows can be
     late for them (see :data:`BUSY_CHAIN_RECENT`); their committed watermark is returned, unlocked,
-    and the sink folds nothing into their rollups. If any chain must be waited for, every lock is
-    given up and all are taken in order, as without ``pending``.
+    and the sink folds nothing into their rollups; they are added to ``unlocked`` when given. If
+    any chain must be waited for, every lock is given up and all are taken in order, as without
+    ``pending``.
     """
     keys = sorted(set(chains))
     us, es = [k[0] for k in keys], [k[1] for k in keys]
@@ -475,8 +525,11 @@ def lock_watermarks(
                 cur.execute("ROLLBACK TO SAVEPOINT hft_watermarks")  # hold nothing while waiting: no deadlock
                 cur.execute(select, (us, es))
                 marks = {(u2, e2): w for u2, e2, w in cur.fetchall()}
+                busy = []
                 break
             marks[(u, e)] = mark
+    if unlocked is not None:
+        unlocked.update(busy)
     cur.execute("RELEASE SAVEPOINT hft_watermarks")
     return marks
 
@@ -533,14 +586,18 @@ def advance(
             new_w[chain] = target
     if not plans:
         return 0
-    written = materialize(cur, plans, group_first=group_first)
+    kept = verified_minutes(cur, {c: p["1m"] for c, p in plans.items() if p.get("1m")})
+    written = materialize(cur, plans, group_first=group_first, kept=kept)
     if new_w:
         keys = sorted(new_w)
+        arrays = ([k[0] for k in keys], [k[1] for k in keys], [new_w[k] for k in keys])
         cur.execute(
             "UPDATE rollup_watermarks w SET materialized_until = k.w, updated_at = now() "
             "FROM unnest(%s::text[], %s::date[], %s::timestamptz[]) AS k(u, e, w) "
-            "WHERE w.underlying = k.u AND w.expiry = k.e",
-            ([k[0] for k in keys], [k[1] for k in keys], [new_w[k] for k in keys]))
+            "WHERE w.underlying = k.u AND w.expiry = k.e", arrays)
+        cur.execute(  # entries below the watermark have served their purpose
+            "DELETE FROM rollup_provisional p USING unnest(%s::text[], %s::date[], %s::timestamptz[]) AS k(u, e, w) "
+            "WHERE p.underlying = k.u AND p.expiry = k.e AND p.ts < k.w", arrays)
     return written
 
 

@@ -42,7 +42,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from hftengine.storage import rollups
-from hftengine.storage.pgcopy import HEADER, TRAILER, Column, encode_rows, pg_date, pg_timestamp
+from hftengine.storage.pgcopy import HEADER, PG_EPOCH, TRAILER, Column, encode_rows, pg_date, pg_timestamp
+from hftengine.storage.provisional import ChainMinutes, MinuteRollups, upsert_sql
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,20 @@ def _encode_chains(records: Sequence[dict[str, Any]]) -> tuple[list[bytes], int]
     return quotes, n_quotes
 
 
+def _leg_matrix(rec: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Presence and the raw ``option_quotes`` values of a chain's legs as (2, strikes) arrays, CE then PE."""
+    snap = rec["snapshot"]
+    legs = (snap["ce"], snap["pe"])
+    analytics = (rec["ce_analytics"], rec["pe_analytics"])
+    present = np.stack([np.asarray(leg["present"], dtype=bool) for leg in legs])
+    values: dict[str, np.ndarray] = {"spot": np.full(present.shape, float(snap["spot"]))}
+    for name, source, dtype in _LEG_SOURCES:
+        values[name] = np.stack([np.asarray(leg[source], dtype=dtype) for leg in legs])
+    for name, dtype in _ANALYTIC_SOURCES:
+        values[name] = np.stack([np.asarray(an[name], dtype=dtype) for an in analytics])
+    return present, values
+
+
 def _is_missing_partition(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in str(exc)
 
@@ -219,6 +234,7 @@ class PostgresChainStore:
         self._days_ahead = partition_days_ahead
         self._strike_sets: dict[tuple[str, date], int] = {}
         self._table_columns: dict[str, dict[str, tuple[str, int]]] = {}
+        self._minutes = MinuteRollups(c.name for c in QUOTE_COLUMNS if c.nullable)
 
     def __enter__(self) -> PostgresChainStore:
         return self
@@ -302,13 +318,14 @@ class PostgresChainStore:
         with conn.transaction(), conn.cursor() as cur:
             chains = sorted({(u, e) for u, e, _ in unique})
             watermarks: dict[tuple[str, date], datetime | None] = {}
+            unlocked: set[tuple[str, date]] = set()
             if partitioned:
                 pending: dict[tuple[str, date], list[datetime]] | None = None
                 if not self._rollups_inline:  # no wait on a chain the refresh holds unless a row may be late for it
                     pending = {}
                     for u, e, ts in unique:
                         pending.setdefault((u, e), []).append(ts)
-                watermarks = rollups.lock_watermarks(cur, chains, pending)
+                watermarks = rollups.lock_watermarks(cur, chains, pending, unlocked)
             columns: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
             for rec in unique.values():
                 for i, value in enumerate(_metric_row(rec)):
@@ -356,13 +373,63 @@ class PostgresChainStore:
                 [(sym, *vals) for sym, vals in sorted(seen.items())],
             )
             instrument_sets = self._write_instruments(cur, fresh)
+            minutes: dict[tuple[str, date], ChainMinutes] = {}
+            flushed: dict[tuple[str, date], list[int]] = {}
             if partitioned:
+                minutes, flushed = self._write_provisional(cur, fresh, watermarks, unlocked)
                 by_chain: dict[tuple[str, date], list[datetime]] = {}
                 for u, e, ts in new_keys:
                     by_chain.setdefault((u, e), []).append(ts)
                 rollups.advance(cur, watermarks, by_chain, move=self._rollups_inline)
         self._strike_sets.update(instrument_sets)
+        if partitioned:
+            self._minutes.commit(minutes, flushed, datetime.now(UTC))
         return new_keys, quote_rows
+
+    def _write_provisional(
+        self, cur: psycopg.Cursor[Any], fresh: list[dict[str, Any]],
+        watermarks: Mapping[tuple[str, date], datetime | None], unlocked: set[tuple[str, date]],
+    ) -> tuple[dict[tuple[str, date], ChainMinutes], dict[tuple[str, date], list[int]]]:
+        """Fold the new snapshots into the chains' minute accumulators (a working copy, installed
+        after commit) and write the minutes a chain has left as provisional ``option_quotes_1m``
+        rows with their ``rollup_provisional`` entries (see ``provisional``). Only for chains whose
+        watermark row this transaction holds, and minutes at or after the watermark: a minute below
+        it is materialized already, and one a running refresh may be closing is never touched.
+        Returns the working copy and, per chain, the minutes to drop from it."""
+        work = self._minutes.begin({(r["snapshot"]["underlying"], r["snapshot"]["expiry"]) for r in fresh})
+        for rec in sorted(fresh, key=lambda r: r["snapshot"]["exchange_ts"]):
+            s = rec["snapshot"]
+            chain = (s["underlying"], s["expiry"])
+            self._minutes.fold(work, chain, s["exchange_ts"], np.asarray(s["strikes"], dtype=np.float64),
+                               *_leg_matrix(rec))
+        parts: list[bytes] = []
+        entries: list[tuple[str, date, datetime, int]] = []
+        dropped: dict[tuple[str, date], list[int]] = {}
+        for chain in sorted(work):
+            if chain in unlocked:
+                continue  # the refresh holds it: keep the minutes for a later batch
+            mark = watermarks.get(chain)
+            for minute, acc in self._minutes.due(work, chain):
+                dropped.setdefault(chain, []).append(minute)
+                start = PG_EPOCH + timedelta(microseconds=minute)
+                if not acc.valid or (mark is not None and start < mark):
+                    continue
+                data, n = self._minutes.encode(chain, minute, acc)
+                if n:
+                    parts.append(data)
+                    entries.append((chain[0], chain[1], start, acc.snapshots))
+        if parts:
+            stage = _create_stage(cur, "option_quotes_1m")
+            cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in self._minutes.columns)
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, cols)) as copy:
+                copy.write(HEADER + b"".join(parts) + TRAILER)
+            cur.execute(upsert_sql(stage))
+            cur.execute(
+                "INSERT INTO rollup_provisional (underlying, expiry, ts, n_snapshots) "
+                "SELECT * FROM unnest(%s::text[], %s::date[], %s::timestamptz[], %s::bigint[]) "
+                "ON CONFLICT (underlying, expiry, ts) DO UPDATE SET n_snapshots = EXCLUDED.n_snapshots, "
+                "written_at = now()", tuple(list(x) for x in zip(*entries, strict=True)))
+        return work, dropped
 
     def _write_instruments(self, cur: psycopg.Cursor[Any], fresh: list[dict[str, Any]]) -> dict[tuple[str, date], int]:
         """Upsert ``instruments`` for chains whose listed contracts changed since this store last looked.
