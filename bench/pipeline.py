@@ -50,6 +50,7 @@ from hftengine.feeds.simulator import MarketSimulator  # noqa: E402
 from hftengine.services import Services  # noqa: E402
 from hftengine.snapshot import LEG_FIELDS, ChainSnapshot  # noqa: E402
 from hftengine.storage.migrations import migrate  # noqa: E402
+from hftengine.storage.rollups import ROLLUP_TABLES  # noqa: E402
 from hftengine.storage.sink import PostgresChainStore  # noqa: E402
 from hftengine.topics import create_topics, topic_specs  # noqa: E402
 
@@ -197,8 +198,9 @@ def sink_ceiling(dsn: str, pool: list[ChainSnapshot], seconds: float, settings: 
         f"(batches of {len(pool)} chains, binary COPY + idempotent metrics insert, "
           f"rollups {settings.sink_rollup_mode})"
     )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE chain_metrics, option_quotes, chain_latest")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the pipeline starts on empty tables
+        conn.execute("TRUNCATE chain_metrics, option_quotes, chain_latest, rollup_watermarks, rollup_provisional, "
+                     + ", ".join(ROLLUP_TABLES))
     return rate
 
 

@@ -27,7 +27,14 @@ _SYSTEM_USER = "embedded_postgres"
 #: last second or so; fsync and full_page_writes off: an OS crash or power loss can corrupt the
 #: cluster; wal_level=minimal: no WAL for replication or point-in-time recovery.  Use a managed
 #: PostgreSQL / TimescaleDB (DATABASE_URL) for data that matters.
+#: autovacuum_vacuum_insert_threshold=-1: no vacuum merely because rows were inserted. The raw
+#: partitions are insert-only, and at 100 000 contracts/s the insert-triggered vacuum of the day's
+#: quote partition ran for minutes at a time beside the pipeline (measured: PostgreSQL 0.35 → 0.6
+#: cores, the workers starved and freshness fell behind). Vacuum after updates and deletes, ANALYZE
+#: and the anti-wraparound vacuum still run. A production server would rather vacuum a day's
+#: partitions once the day is over (docs/storage.md).
 SERVER_SETTINGS: dict[str, str] = {
+    "autovacuum_vacuum_insert_threshold": "-1",
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
