@@ -65,9 +65,14 @@ def _per_strike(values: NDArray[np.float64], n: int) -> NDArray[np.float64]:
 
 
 def enriched_record(
-    snap: ChainSnapshot, res: ChainResult, *, r: float, q: float, enriched_ts: datetime | None = None
+    snap: ChainSnapshot, res: ChainResult, *, r: float, q: float, enriched_ts: datetime | None = None,
+    snapshot_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Avro record for the enriched topic."""
+    """The Avro record for the enriched topic.
+
+    ``snapshot_record`` is the decoded raw record ``snap`` was built from, when there is one: it is
+    carried as the enriched record's ``snapshot`` unchanged instead of packing every vector again.
+    """
     n = snap.strikes.shape[0]
 
     def legs(prefix: str) -> dict[str, bytes]:
@@ -77,7 +82,7 @@ def enriched_record(
         return out
 
     return {
-        "snapshot": snap.to_record(),
+        "snapshot": snap.to_record() if snapshot_record is None else snapshot_record,
         "enriched_ts": enriched_ts or datetime.now(UTC),
         "conventions_version": res.conventions_version,
         "time_to_expiry": float(res.time_to_expiry),

@@ -121,3 +121,23 @@ def test_unknown_id_is_negatively_cached(codec: tuple[AvroSerializer, AvroDeseri
         with pytest.raises(DecodeError):
             de.decode(b"\x00\x00\x00\x00\x63rest")
     assert calls == 1
+
+
+def test_enriched_record_reuses_decoded_snapshot_byte_for_byte(codec: tuple[AvroSerializer, AvroDeserializer]) -> None:
+    """The enrich agent carries the decoded raw record into the enriched one instead of packing the
+    chain again: the encoded enriched message must be the same bytes either way."""
+    from hftengine.enrich import analyze_snapshot, enriched_record
+
+    ser, de = codec
+    snap = make_chain(n_strikes=41, spot=22_000.0, step=50.0, ts=datetime(2026, 3, 2, 4, 0, tzinfo=UTC), seed=5)
+    snap = ChainSnapshot(**{**{f: getattr(snap, f) for f in snap.__dataclass_fields__},
+                            "pe": snap.pe.replace(present=np.arange(41) % 7 != 3)})
+    _, rec = de.decode(ser.encode(snap.to_record()))
+    decoded = ChainSnapshot.from_record(rec)
+    res = analyze_snapshot(decoded, r=0.065, q=0.0)
+    reg = MemoryRegistry()
+    enc = AvroSerializer(reg, "optionchain.enriched-value", load_schema_text("optionchain_enriched"))
+    at = datetime(2026, 3, 2, 4, 0, 1, tzinfo=UTC)
+    repacked = enc.encode(enriched_record(decoded, res, r=0.065, q=0.0, enriched_ts=at))
+    reused = enc.encode(enriched_record(decoded, res, r=0.065, q=0.0, enriched_ts=at, snapshot_record=rec))
+    assert reused == repacked

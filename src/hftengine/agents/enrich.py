@@ -47,7 +47,7 @@ def process_raw(ctx: WorkerContext, value: bytes | None) -> tuple[bytes, bytes, 
     s = ctx.settings
     try:
         result = analyze_snapshot(snap, r=s.risk_free_rate, q=s.dividend_yield)
-        out = enriched_record(snap, result, r=s.risk_free_rate, q=s.dividend_yield)
+        out = enriched_record(snap, result, r=s.risk_free_rate, q=s.dividend_yield, snapshot_record=rec)
         encoded = ctx.enriched_encoder.encode(out)
     except Exception as exc:  # a kernel bug must not stop the partition
         log.exception("enrich failed for %s %s", snap.underlying, snap.expiry)
