@@ -26,10 +26,7 @@ def _wire(dtype: Any) -> np.dtype[Any]:
 
 def pack(values: Any, dtype: DTypeLike) -> bytes:
     """Vector → bytes in the wire dtype (little-endian)."""
-    dt = _wire(dtype)
-    if isinstance(values, np.ndarray) and values.dtype == dt and values.flags.c_contiguous:
-        return values.tobytes()
-    return np.ascontiguousarray(values, dtype=dt).tobytes()
+    return np.ascontiguousarray(values, dtype=_wire(dtype)).tobytes()
 
 
 def unpack(data: bytes | bytearray | memoryview | Any, dtype: DTypeLike) -> NDArray[Any]:
