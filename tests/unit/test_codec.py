@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from datetime import UTC, date, datetime, timedelta
 
@@ -52,8 +53,7 @@ def test_raw_snapshot_round_trip(n: int, spot: float, seconds: int, micros: int,
     snap = make_chain(n_strikes=n, spot=spot, step=round(spot * 0.002, 2), ts=ts, seed=seed % 1000)
     rng = np.random.default_rng(seed)
     present = rng.random(n) >= missing
-    snap = ChainSnapshot(**{**{f: getattr(snap, f) for f in snap.__dataclass_fields__},
-                            "ce": snap.ce.replace(present=present)})
+    snap = dataclasses.replace(snap, ce=snap.ce.replace(present=present))
     schema_id, rec = de.decode(ser.encode(snap.to_record()))
     assert schema_id == ser.schema_id
     assert_same(snap, ChainSnapshot.from_record(rec))
@@ -130,8 +130,7 @@ def test_enriched_record_reuses_decoded_snapshot_byte_for_byte(codec: tuple[Avro
 
     ser, de = codec
     snap = make_chain(n_strikes=41, spot=22_000.0, step=50.0, ts=datetime(2026, 3, 2, 4, 0, tzinfo=UTC), seed=5)
-    snap = ChainSnapshot(**{**{f: getattr(snap, f) for f in snap.__dataclass_fields__},
-                            "pe": snap.pe.replace(present=np.arange(41) % 7 != 3)})
+    snap = dataclasses.replace(snap, pe=snap.pe.replace(present=np.arange(41) % 7 != 3))
     _, rec = de.decode(ser.encode(snap.to_record()))
     decoded = ChainSnapshot.from_record(rec)
     res = analyze_snapshot(decoded, r=0.065, q=0.0)

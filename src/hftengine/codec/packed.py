@@ -9,6 +9,7 @@ language).  Decoding is a zero-copy view: about 1 µs per field instead of
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from functools import cache
 from typing import Any
 
@@ -19,9 +20,18 @@ LOGICAL_TYPE = "hft.ndarray"
 
 
 @cache
-def _wire(dtype: Any) -> np.dtype[Any]:
-    """The little-endian wire dtype of ``dtype`` (cached: building it costs as much as a small unpack)."""
-    return np.dtype(dtype).newbyteorder("<")
+def _wire_cached(dtype: Hashable) -> np.dtype[Any]:
+    wire: np.dtype[Any] = np.dtype(dtype).newbyteorder("<")  # type: ignore[call-overload]
+    return wire
+
+
+def _wire(dtype: DTypeLike) -> np.dtype[Any]:
+    """The little-endian wire dtype of ``dtype``, cached (building it costs as much as a small unpack);
+    an unhashable dtype spec (a list of fields) is built each time, as before."""
+    try:
+        return _wire_cached(dtype)  # type: ignore[arg-type]  # unhashable specs raise TypeError
+    except TypeError:
+        return np.dtype(dtype).newbyteorder("<")
 
 
 def pack(values: Any, dtype: DTypeLike) -> bytes:
