@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from hftengine.api import create_api
 from hftengine.config import Settings
 from hftengine.storage import history
+from hftengine.storage import rollups as rollups_module
 from hftengine.storage.migrations import migrate
 from hftengine.storage.queries import Queries
 from hftengine.storage.rollups import (
@@ -328,6 +329,41 @@ def test_provisional_quote_rollups_equal_recomputation_and_spare_the_refresh(
     recomputed = [k for k in closed if k[1:3] + k[:1] not in verified - {victim}]
     assert rows_1m_written == len(recomputed) < len(closed) // 2  # verified minutes were not rewritten
     assert all(ts >= marks[(u, e)] for u, e, ts in provisional_entries(dsn))  # served entries are gone
+
+
+def test_a_failed_sink_transaction_leaves_no_provisional_count_behind(
+        make_database: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink folds snapshots into its minute accumulators in place; when the transaction fails
+    they are forgotten, so the rolled back snapshot is not counted (twice, once retried) and the
+    minute, with no matching entry, is recomputed from raw rows by the refresh."""
+    dsn = make_database(migrated=True)
+    t0 = DAY.replace(hour=4)
+    at = [t0 + timedelta(seconds=s) for s in (0, 10, 20, 30, 60)]
+    snaps = [enriched_for(make_chain(ts=ts, expiry=E2, n_strikes=5, seed=i)) for i, ts in enumerate(at)]
+    real_advance = rollups_module.advance
+    calls = {"n": 0}
+
+    def failing_advance(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third batch: after its snapshot was folded, before commit
+            raise psycopg.OperationalError("injected failure")
+        real_advance(*args, **kwargs)
+
+    monkeypatch.setattr(rollups_module, "advance", failing_advance)
+    with PostgresChainStore(dsn, rollup_mode="deferred") as store:
+        store.write([snaps[0]])
+        store.write([snaps[1]])
+        with pytest.raises(psycopg.OperationalError, match="injected"):
+            store.write([snaps[2]])
+        for snap in snaps[2:]:  # the failed batch is retried, then the next ones
+            store.write([snap])
+    (entry,) = provisional_entries(dsn).values()
+    assert entry == (2, 4)  # folded by the store since the failure: the retry and 30 s; the minute holds 4
+    refresh_rollups(dsn, idle=timedelta(days=3650))
+    expected = recompute(raw_rows(dsn, OPTION_QUOTES), OPTION_QUOTES, "1m")
+    minute = {k: v for k, v in expected.items() if k[0] == t0}
+    assert minute and {k: v for k, v in keyed(table_rows(dsn, "option_quotes_1m"), OPTION_QUOTES).items()
+                       if k[0] == t0} == minute
 
 
 def test_refresh_writes_only_the_planned_chains_and_ranges(make_database: Callable[..., str]) -> None:

@@ -315,72 +315,77 @@ class PostgresChainStore:
         self, conn: psycopg.Connection[Any], unique: dict[tuple[str, Any, datetime], dict[str, Any]]
     ) -> tuple[set[tuple[str, date, datetime]], int]:
         partitioned = self._layout == "partitioned"
-        with conn.transaction(), conn.cursor() as cur:
-            chains = sorted({(u, e) for u, e, _ in unique})
-            watermarks: dict[tuple[str, date], datetime | None] = {}
-            unlocked: set[tuple[str, date]] = set()
-            if partitioned:
-                pending: dict[tuple[str, date], list[datetime]] | None = None
-                if not self._rollups_inline:  # no wait on a chain the refresh holds unless a row may be late for it
-                    pending = {}
-                    for u, e, ts in unique:
-                        pending.setdefault((u, e), []).append(ts)
-                watermarks = rollups.lock_watermarks(cur, chains, pending, unlocked)
-            columns: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
-            for rec in unique.values():
-                for i, value in enumerate(_metric_row(rec)):
-                    columns[i].append(value)
-            params = ", ".join(f"%s::{t}[]" for t in _METRIC_TYPES)
-            cur.execute(
-                _METRICS_INSERT.format(
-                    cols=", ".join(METRIC_COLUMNS),
-                    select=", ".join(c + "::text[]" if c == "quality_flags" else c for c in METRIC_COLUMNS),
-                    params=params,
-                ),
-                columns,
-            )
-            new_keys = {(u, e, ts) for u, e, ts in cur.fetchall()}
-            if not new_keys:
-                return new_keys, 0
-            fresh = [rec for key, rec in unique.items() if key in new_keys]
-            quote_data, quote_rows = _encode_chains(fresh)
-            if quote_rows:
-                with cur.copy(_QUOTE_COPY) as copy:
-                    copy.write(HEADER)
-                    for chunk in quote_data:
-                        copy.write(chunk)
-                    copy.write(TRAILER)
-            latest: dict[tuple[str, Any], datetime] = {}
-            for u, e, ts in new_keys:
-                if (u, e) not in latest or ts > latest[(u, e)]:
-                    latest[(u, e)] = ts
-            cur.executemany(
-                "INSERT INTO chain_latest (underlying, expiry, ts) VALUES (%s, %s, %s) "
-                "ON CONFLICT (underlying, expiry) DO UPDATE SET ts = EXCLUDED.ts "
-                "WHERE chain_latest.ts < EXCLUDED.ts",
-                sorted((u, e, ts) for (u, e), ts in latest.items()),
-            )
-            seen: dict[str, tuple[int, str, str, int]] = {}
-            for rec in fresh:
-                s = rec["snapshot"]
-                seen[s["underlying"]] = (
-                    s["underlying_security_id"], s["segment"], s.get("exchange", "NSE"), s["lot_size"],
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                chains = sorted({(u, e) for u, e, _ in unique})
+                watermarks: dict[tuple[str, date], datetime | None] = {}
+                unlocked: set[tuple[str, date]] = set()
+                if partitioned:
+                    pending: dict[tuple[str, date], list[datetime]] | None = None
+                    if not self._rollups_inline:  # no wait on a chain the refresh holds unless a row may be late for it
+                        pending = {}
+                        for u, e, ts in unique:
+                            pending.setdefault((u, e), []).append(ts)
+                    watermarks = rollups.lock_watermarks(cur, chains, pending, unlocked)
+                columns: list[list[Any]] = [[] for _ in METRIC_COLUMNS]
+                for rec in unique.values():
+                    for i, value in enumerate(_metric_row(rec)):
+                        columns[i].append(value)
+                params = ", ".join(f"%s::{t}[]" for t in _METRIC_TYPES)
+                cur.execute(
+                    _METRICS_INSERT.format(
+                        cols=", ".join(METRIC_COLUMNS),
+                        select=", ".join(c + "::text[]" if c == "quality_flags" else c for c in METRIC_COLUMNS),
+                        params=params,
+                    ),
+                    columns,
                 )
-            cur.executemany(
-                "INSERT INTO underlyings (symbol, security_id, segment, exchange, lot_size) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET "
-                "last_seen = now(), lot_size = EXCLUDED.lot_size",
-                [(sym, *vals) for sym, vals in sorted(seen.items())],
-            )
-            instrument_sets = self._write_instruments(cur, fresh)
-            minutes: dict[tuple[str, date], ChainMinutes] = {}
-            flushed: dict[tuple[str, date], list[int]] = {}
-            if partitioned:
-                minutes, flushed = self._write_provisional(cur, fresh, watermarks, unlocked)
-                by_chain: dict[tuple[str, date], list[datetime]] = {}
+                new_keys = {(u, e, ts) for u, e, ts in cur.fetchall()}
+                if not new_keys:
+                    return new_keys, 0
+                fresh = [rec for key, rec in unique.items() if key in new_keys]
+                quote_data, quote_rows = _encode_chains(fresh)
+                if quote_rows:
+                    with cur.copy(_QUOTE_COPY) as copy:
+                        copy.write(HEADER)
+                        for chunk in quote_data:
+                            copy.write(chunk)
+                        copy.write(TRAILER)
+                latest: dict[tuple[str, Any], datetime] = {}
                 for u, e, ts in new_keys:
-                    by_chain.setdefault((u, e), []).append(ts)
-                rollups.advance(cur, watermarks, by_chain, move=self._rollups_inline)
+                    if (u, e) not in latest or ts > latest[(u, e)]:
+                        latest[(u, e)] = ts
+                cur.executemany(
+                    "INSERT INTO chain_latest (underlying, expiry, ts) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (underlying, expiry) DO UPDATE SET ts = EXCLUDED.ts "
+                    "WHERE chain_latest.ts < EXCLUDED.ts",
+                    sorted((u, e, ts) for (u, e), ts in latest.items()),
+                )
+                seen: dict[str, tuple[int, str, str, int]] = {}
+                for rec in fresh:
+                    s = rec["snapshot"]
+                    seen[s["underlying"]] = (
+                        s["underlying_security_id"], s["segment"], s.get("exchange", "NSE"), s["lot_size"],
+                    )
+                cur.executemany(
+                    "INSERT INTO underlyings (symbol, security_id, segment, exchange, lot_size) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (symbol) DO UPDATE SET "
+                    "last_seen = now(), lot_size = EXCLUDED.lot_size",
+                    [(sym, *vals) for sym, vals in sorted(seen.items())],
+                )
+                instrument_sets = self._write_instruments(cur, fresh)
+                minutes: dict[tuple[str, date], ChainMinutes] = {}
+                flushed: dict[tuple[str, date], list[int]] = {}
+                if partitioned:
+                    minutes, flushed = self._write_provisional(cur, fresh, watermarks, unlocked)
+                    by_chain: dict[tuple[str, date], list[datetime]] = {}
+                    for u, e, ts in new_keys:
+                        by_chain.setdefault((u, e), []).append(ts)
+                    rollups.advance(cur, watermarks, by_chain, move=self._rollups_inline)
+        except BaseException:
+            if partitioned:  # accumulators may hold snapshots the rollback took back
+                self._minutes.abort({(u, e) for u, e, _ in unique})
+            raise
         self._strike_sets.update(instrument_sets)
         if partitioned:
             self._minutes.commit(minutes, flushed, datetime.now(UTC))
@@ -390,8 +395,8 @@ class PostgresChainStore:
         self, cur: psycopg.Cursor[Any], fresh: list[dict[str, Any]],
         watermarks: Mapping[tuple[str, date], datetime | None], unlocked: set[tuple[str, date]],
     ) -> tuple[dict[tuple[str, date], ChainMinutes], dict[tuple[str, date], list[int]]]:
-        """Fold the new snapshots into the chains' minute accumulators (a working copy, installed
-        after commit) and write the minutes a chain has left as provisional ``option_quotes_1m``
+        """Fold the new snapshots into the chains' minute accumulators (in place: the caller aborts
+        them when the transaction fails) and write the minutes a chain has left as provisional ``option_quotes_1m``
         rows with their ``rollup_provisional`` entries (see ``provisional``). Only for chains whose
         watermark row this transaction holds, and minutes at or after the watermark: a minute below
         it is materialized already, and one a running refresh may be closing is never touched.

@@ -116,22 +116,26 @@ def test_accumulator_equals_the_aggregates_of_raw_rows(seed: int) -> None:
                                                                if not same(got[k], want[k])}
 
 
-def test_work_copy_leaves_state_alone_until_commit() -> None:
-    """A transaction that fails drops its working copy: the held accumulators are unchanged."""
+def test_a_failed_transaction_forgets_its_chains() -> None:
+    """``abort`` drops the accumulators of a failed transaction's chains (they hold rolled back
+    snapshots), so no provisional row is written for those minutes; other chains keep theirs."""
     rng = np.random.default_rng(1)
     strikes = np.array([100.0, 110.0])
+    other = ("BANKNIFTY", CHAIN[1])
     acc = MinuteRollups(NULLABLE)
-    work = acc.begin([CHAIN])
+    work = acc.begin([CHAIN, other])
     acc.fold(work, CHAIN, T0, strikes, *snapshot(rng, 2))
+    acc.fold(work, other, T0, strikes, *snapshot(rng, 2))
     acc.commit(work, {}, T0)
     failed = acc.begin([CHAIN])
     acc.fold(failed, CHAIN, T0 + timedelta(seconds=1), strikes, *snapshot(rng, 2))
     acc.fold(failed, CHAIN, T0 + timedelta(minutes=1), strikes, *snapshot(rng, 2))
     assert [m for m, _ in MinuteRollups.due(failed, CHAIN)] == [pg_timestamp(T0)]
-    again = acc.begin([CHAIN])  # the failed copy is never committed
-    assert list(again[CHAIN].minutes) == [pg_timestamp(T0)]
-    assert again[CHAIN].minutes[pg_timestamp(T0)].snapshots == 1
-    assert MinuteRollups.due(again, CHAIN) == []
+    acc.abort([CHAIN])
+    again = acc.begin([CHAIN, other])
+    assert again[CHAIN].minutes == {}  # its minute T0 is computed from raw rows
+    assert again[other].minutes[pg_timestamp(T0)].snapshots == 1
+    assert len(acc) == 1
 
 
 def test_written_minutes_are_dropped_and_idle_chains_evicted() -> None:
