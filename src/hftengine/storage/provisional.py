@@ -172,8 +172,7 @@ class MinuteRollups:
         for chain, chain_minutes in work.items():
             for minute in written.get(chain, ()):
                 chain_minutes.minutes.pop(minute, None)
-            chain_minutes.touched = now
-            self._chains[chain] = chain_minutes
+            chain_minutes.touched = now  # held already: begin installed it
         stale = [c for c, m in self._chains.items() if m.touched is not None and now - m.touched > self.idle]
         for chain in stale:
             del self._chains[chain]

@@ -315,9 +315,9 @@ class PostgresChainStore:
         self, conn: psycopg.Connection[Any], unique: dict[tuple[str, Any, datetime], dict[str, Any]]
     ) -> tuple[set[tuple[str, date, datetime]], int]:
         partitioned = self._layout == "partitioned"
+        chains = sorted({(u, e) for u, e, _ in unique})
         try:
             with conn.transaction(), conn.cursor() as cur:
-                chains = sorted({(u, e) for u, e, _ in unique})
                 watermarks: dict[tuple[str, date], datetime | None] = {}
                 unlocked: set[tuple[str, date]] = set()
                 if partitioned:
@@ -384,7 +384,7 @@ class PostgresChainStore:
                     rollups.advance(cur, watermarks, by_chain, move=self._rollups_inline)
         except BaseException:
             if partitioned:  # accumulators may hold snapshots the rollback took back
-                self._minutes.abort({(u, e) for u, e, _ in unique})
+                self._minutes.abort(chains)
             raise
         self._strike_sets.update(instrument_sets)
         if partitioned:
@@ -395,10 +395,10 @@ class PostgresChainStore:
         self, cur: psycopg.Cursor[Any], fresh: list[dict[str, Any]],
         watermarks: Mapping[tuple[str, date], datetime | None], unlocked: set[tuple[str, date]],
     ) -> tuple[dict[tuple[str, date], ChainMinutes], dict[tuple[str, date], list[int]]]:
-        """Fold the new snapshots into the chains' minute accumulators (in place: the caller aborts
-        them when the transaction fails) and write the minutes a chain has left as provisional ``option_quotes_1m``
-        rows with their ``rollup_provisional`` entries (see ``provisional``). Only for chains whose
-        watermark row this transaction holds, and minutes at or after the watermark: a minute below
+        """Fold the new snapshots into the chains' minute accumulators (in place: the caller
+        aborts them when the transaction fails) and write the minutes a chain has left as
+        provisional ``option_quotes_1m`` rows with their ``rollup_provisional`` entries (see
+        ``provisional``). Only for chains whose watermark row this transaction holds, and minutes at or after the watermark: a minute below
         it is materialized already, and one a running refresh may be closing is never touched.
         Returns the working copy and, per chain, the minutes to drop from it."""
         work = self._minutes.begin({(r["snapshot"]["underlying"], r["snapshot"]["expiry"]) for r in fresh})
