@@ -398,9 +398,10 @@ class PostgresChainStore:
         """Fold the new snapshots into the chains' minute accumulators (in place: the caller
         aborts them when the transaction fails) and write the minutes a chain has left as
         provisional ``option_quotes_1m`` rows with their ``rollup_provisional`` entries (see
-        ``provisional``). Only for chains whose watermark row this transaction holds, and minutes at or after the watermark: a minute below
-        it is materialized already, and one a running refresh may be closing is never touched.
-        Returns the working copy and, per chain, the minutes to drop from it."""
+        ``provisional``). Only for chains whose watermark row this transaction holds, and minutes
+        at or after the watermark: a minute below it is materialized already, and one a running
+        refresh may be closing is never touched. Returns the accumulators folded into and, per
+        chain, the minutes to drop from them."""
         work = self._minutes.begin({(r["snapshot"]["underlying"], r["snapshot"]["expiry"]) for r in fresh})
         for rec in sorted(fresh, key=lambda r: r["snapshot"]["exchange_ts"]):
             s = rec["snapshot"]
