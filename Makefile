@@ -44,7 +44,8 @@ bench-kernels: $(STAMP) ## IV/Greeks and chain analytics throughput vs vollib an
 	$(BIN)/python bench/kernels.py
 
 .PHONY: bench-pipeline
-bench-pipeline: $(STAMP) ## Simulator → broker → workers → database throughput and freshness
+bench-pipeline: $(STAMP) ## Simulator → broker → workers → database throughput and freshness (chain pipeline, then with stateful analytics)
+	$(BIN)/python bench/pipeline.py --no-stateful
 	$(BIN)/python bench/pipeline.py
 
 .PHONY: bench-replay
