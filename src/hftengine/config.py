@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     stateful_enabled: bool = Field(
         default=True, validation_alias=_env("HFT_STATEFUL_ENABLED", "stateful_enabled"),
         description="Run the stateful analytics agents (tables, analytics.* topics) in this app. Every worker "
-        "of one HFT_APP_ID must use the same value; a separate app id can run them on other workers.",
+        "of one HFT_APP_ID must use the same value.",
     )
     sink_rollup_mode: Literal["inline", "deferred"] = Field(
         default="deferred", validation_alias=_env("HFT_SINK_ROLLUP_MODE", "sink_rollup_mode"),
