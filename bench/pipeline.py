@@ -487,11 +487,12 @@ def run_pipeline(args: argparse.Namespace, pool: list[ChainSnapshot], settings: 
         meter = CpuMeter([p.pid for p in procs], tmp)
         refreshes = RefreshMeter(web_ports)
         try:
+            stateful = "off" if args.no_stateful else "on"
             print("\n   warming up (group join, first batches)…")
             run_rate(pub, pool, 5_000, 8.0, obs)
             print(
                 f"\n3. Pipeline, {args.workers} worker process(es), {s.topic_partitions} partitions, "
-                f"stateful analytics {'off' if args.no_stateful else 'on'}, {seconds:.0f}s per step"
+                f"stateful analytics {stateful}, {seconds:.0f}s per step"
             )
             print(
                 f"   {'offered c/s':>12}{'stored c/s':>12}{'stored/sent':>12}{'p50 fresh s':>12}{'p99 fresh s':>12}"
@@ -514,7 +515,7 @@ def run_pipeline(args: argparse.Namespace, pool: list[ChainSnapshot], settings: 
             print(
                 f"\n   best sustained rate with p99 freshness <= 2 s: {best:,.0f} contracts/s "
                 f"(target 100,000; stretch 250,000); sink-only ceiling {ceiling:,.0f}; "
-                f"stateful analytics {'off' if args.no_stateful else 'on'}"
+                f"stateful analytics {stateful}"
             )
         finally:
             obs.stop.set()
